@@ -1,0 +1,29 @@
+# One-command set-up: every target creates .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo demo-vqa bench clean-venv
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt pytest
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	bash image_classification_experiments/run_fashion_mnist_demo.sh
+
+demo-vqa: $(STAMP)
+	bash vqa_experiments/run_easy_vqa_demo.sh
+
+bench: $(STAMP)
+	$(PY) benchmarks/streaming_step.py
+
+clean-venv:
+	rm -rf $(VENV)
