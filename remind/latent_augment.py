@@ -1,0 +1,92 @@
+"""Augmentation of reconstructed feature maps, for a whole replay batch at once.
+
+``random_resized_crop`` draws the reference's crop parameters (scale and log-uniform aspect ratio,
+10 tries, then the center-crop fallback) for every tensor of the batch in one go, and writes
+"crop, then bilinear resize back with align_corners=False" as two small interpolation matrices per
+tensor: out = Ry @ x @ Rx^T. That equals ``F.interpolate`` on each crop (up to float rounding)
+with no Python loop over tensors.
+"""
+import math
+
+import torch
+
+
+def sample_crop_boxes(n, height, width, scale=(2 / 7, 1.0), ratio=(3 / 4, 4 / 3), attempts=10,
+                      generator=None, device="cpu"):
+    """Crop boxes (top, left, h, w) as int64 tensors [n], distributed like the reference's."""
+    area = height * width
+    u = torch.rand(n, attempts, 3, generator=generator, device=device, dtype=torch.float64)
+    target_area = (scale[0] + u[..., 0] * (scale[1] - scale[0])) * area
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(log_lo + u[..., 1] * (log_hi - log_lo))
+    w = torch.round(torch.sqrt(target_area * aspect)).long()
+    h = torch.round(torch.sqrt(target_area / aspect)).long()
+    valid = (w <= width) & (h <= height) & (w > 0) & (h > 0)
+    # The first valid attempt of each row (argmax of a bool picks the first True).
+    first = valid.long().argmax(dim=1)
+    any_valid = valid.any(dim=1)
+    rows = torch.arange(n, device=device)
+    h_pick, w_pick = h[rows, first], w[rows, first]
+
+    # Center-crop fallback when all attempts fail (as the reference: whole map unless its
+    # aspect ratio is outside the allowed range).
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        fw, fh = width, int(width / min(ratio))
+    elif in_ratio > max(ratio):
+        fh, fw = height, int(height * max(ratio))
+    else:
+        fw, fh = width, height
+    h_pick = torch.where(any_valid, h_pick, torch.full_like(h_pick, fh))
+    w_pick = torch.where(any_valid, w_pick, torch.full_like(w_pick, fw))
+
+    # Uniform integer offsets in [0, size - crop], one draw per row from the same attempt's u.
+    off = torch.rand(n, 2, generator=generator, device=device, dtype=torch.float64)
+    top = torch.floor(off[:, 0] * (height - h_pick + 1)).long().clamp_max(height - h_pick)
+    left = torch.floor(off[:, 1] * (width - w_pick + 1)).long().clamp_max(width - w_pick)
+    top = torch.where(any_valid, top, torch.full_like(top, (height - fh) // 2))
+    left = torch.where(any_valid, left, torch.full_like(left, (width - fw) // 2))
+    return top, left, h_pick, w_pick
+
+
+def _interpolation_matrix(start, length, out_size, in_size, dtype):
+    """[n, out_size, in_size]: bilinear (align_corners=False) resize of [start, start+length)."""
+    n, device = start.shape[0], start.device
+    length_f = length.to(torch.float64).unsqueeze(1)
+    o = torch.arange(out_size, device=device, dtype=torch.float64).unsqueeze(0)
+    src = ((o + 0.5) * (length_f / out_size) - 0.5).clamp_min(0.0)
+    i0 = src.floor().long()
+    i0 = torch.minimum(i0, (length - 1).unsqueeze(1))
+    step = (i0 < (length - 1).unsqueeze(1)).long()
+    frac = (src - i0.to(torch.float64))
+    frac = torch.where(step.bool(), frac, torch.zeros_like(frac))
+    mat = torch.zeros(n, out_size, in_size, device=device, dtype=torch.float64)
+    base = start.unsqueeze(1)
+    mat.scatter_add_(2, (base + i0).unsqueeze(2), (1.0 - frac).unsqueeze(2))
+    mat.scatter_add_(2, (base + i0 + step).unsqueeze(2), frac.unsqueeze(2))
+    return mat.to(dtype)
+
+
+def resized_crop(x, top, left, h, w):
+    """Crop each map of x [n, C, H, W] to its box and resize it back to H x W (bilinear)."""
+    _, _, height, width = x.shape
+    ry = _interpolation_matrix(top, h, height, height, x.dtype)
+    rx = _interpolation_matrix(left, w, width, width, x.dtype)
+    return torch.einsum("nij,ncjk,nlk->ncil", ry, x, rx)
+
+
+def random_resized_crop(x, scale=(2 / 7, 1.0), ratio=(3 / 4, 4 / 3), generator=None):
+    """Independent random resized crop of every feature map in x [n, C, H, W]."""
+    top, left, h, w = sample_crop_boxes(x.shape[0], x.shape[2], x.shape[3], scale, ratio,
+                                        generator=generator, device=x.device)
+    return resized_crop(x, top, left, h, w)
+
+
+def mixup_pairs(x, labels, lam):
+    """Mix the first half of a batch with the second half, pairwise: lam*a + (1-lam)*b.
+
+    Returns (mixed [n//2, ...], labels_a, labels_b). An odd last item is dropped.
+    """
+    half = x.shape[0] // 2
+    a, b = x[:half], x[half:2 * half]
+    return lam * a + (1.0 - lam) * b, labels[:half], labels[half:2 * half]

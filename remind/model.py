@@ -1,0 +1,184 @@
+"""REMINDModel: the streaming learner (frozen G, quantizer, replay buffer, plastic F).
+
+The streaming step is ``fit_sample``; it reads top to bottom as the paper's steps 1-8. Everything a
+step touches (codes, labels, centroids, F) stays on the model's device, so on CUDA a step runs
+without a host round trip.
+"""
+import contextlib
+import dataclasses
+
+import numpy as np
+import torch
+import torch.nn.functional as nnf
+
+from remind.latent_augment import mixup_pairs, random_resized_crop
+from remind.schedule import per_class_lr
+
+
+@dataclasses.dataclass
+class StreamingConfig:
+    """Replay and optimisation settings (defaults: the paper's ImageNet run)."""
+
+    num_replay: int = 50  # replayed tensors per step (twice as many are drawn with mixup)
+    mixup: bool = True
+    mixup_alpha: float = 0.1
+    latent_crops: bool = True
+    crop_scale: tuple = (2 / 7, 1.0)
+    crop_ratio: tuple = (3 / 4, 4 / 3)
+    lr_mode: str = "step_lr_per_class"  # or "constant" (start_lr throughout)
+    start_lr: float = 0.1
+    end_lr: float = 0.001
+    lr_step_size: int = 100
+    samples_per_class: int = 1300
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+
+    def __post_init__(self):
+        if self.num_replay < 0:
+            raise ValueError(f"num_replay must be >= 0, got {self.num_replay}")
+        if self.lr_mode not in ("step_lr_per_class", "constant"):
+            raise ValueError(f"lr_mode must be 'step_lr_per_class' or 'constant', got {self.lr_mode!r}")
+        self.crop_scale, self.crop_ratio = tuple(self.crop_scale), tuple(self.crop_ratio)
+
+
+class REMINDModel:
+    def __init__(self, g, f, quantizer, buffer, num_classes, config=None, device="cpu", seed=0):
+        self.device = torch.device(device)
+        self.config = config or StreamingConfig()
+        self.num_classes = int(num_classes)
+        self.g = None if g is None else g.to(self.device).eval()
+        self.f = f.to(self.device).train()
+        self.quantizer = quantizer.to(self.device)
+        self.buffer = buffer
+        if buffer.device != self.device:
+            raise ValueError(f"the replay buffer lives on {buffer.device}, the model on {self.device}")
+        cfg = self.config
+        self.optimizer = torch.optim.SGD(self.f.parameters(), lr=cfg.start_lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay)
+        self.class_counts = np.zeros(self.num_classes, dtype=np.int64)  # streamed samples per class
+        self.steps = 0
+        self._mix_rng = np.random.Generator(np.random.PCG64(seed))
+        self._aug_gen = torch.Generator(device=self.device)
+        self._aug_gen.manual_seed(int(seed))
+        self._timer = None  # benchmarks set a callable(stage_name) -> context manager
+
+    # ------------------------------------------------------------------------ features
+    @torch.no_grad()
+    def encode_images(self, images):
+        """Images -> G's feature maps -> PQ codes [N, H, W, M], on the model's device."""
+        if self.g is None:
+            raise RuntimeError("this REMINDModel was built without G; pass codes instead of images")
+        return self.quantizer.encode_maps(self.g(images.to(self.device, non_blocking=True)))
+
+    # ---------------------------------------------------------------------- streaming
+    def lr_for(self, label):
+        cfg = self.config
+        if cfg.lr_mode == "constant":
+            return cfg.start_lr
+        return per_class_lr(self.class_counts[label], cfg.start_lr, cfg.end_lr, cfg.lr_step_size,
+                            cfg.samples_per_class)
+
+    def _stage(self, name):
+        return self._timer(name) if self._timer is not None else contextlib.nullcontext()
+
+    def fit_sample(self, codes, label, item_id):
+        """One streaming step for a new sample (its PQ codes [H, W, M]); returns the loss tensor."""
+        cfg, label = self.config, int(label)
+        if not 0 <= label < self.num_classes:
+            raise ValueError(f"label {label} is outside [0, {self.num_classes})")
+        codes = codes.to(self.device)
+        new_label = torch.tensor([label], device=self.device)
+        # 1-2. Replay indices: uniform, without replacement (twice as many when mixing pairs).
+        with self._stage("sample"):
+            slots = self.buffer.sample(cfg.num_replay * (2 if cfg.mixup else 1))
+            batch_codes = torch.cat([codes.unsqueeze(0), self.buffer.codes[slots]])
+            labels = torch.cat([new_label, self.buffer.labels[slots]])
+        # 3. Decode the new and replayed codes.
+        with self._stage("decode"):
+            x = self.quantizer.decode_maps(batch_codes)
+        # 4-5. Latent crops on every tensor, then mixup of the replayed ones (never the new one).
+        with self._stage("augment"):
+            if cfg.latent_crops:
+                x = random_resized_crop(x, cfg.crop_scale, cfg.crop_ratio, generator=self._aug_gen)
+            lam, labels_b = 1.0, None
+            if cfg.mixup and len(slots) >= 2:
+                lam = float(self._mix_rng.beta(cfg.mixup_alpha, cfg.mixup_alpha)) if cfg.mixup_alpha > 0 else 1.0
+                mixed, labels_a, labels_b = mixup_pairs(x[1:], labels[1:], lam)
+                x = torch.cat([x[:1], mixed])
+                labels_b = torch.cat([new_label, labels_b])
+                labels = torch.cat([new_label, labels_a])
+        # 6. One SGD step at the class's learning rate, on the mean loss of the batch.
+        with self._stage("update_f"):
+            lr = self.lr_for(label)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            out = self.f(x)
+            loss = nnf.cross_entropy(out, labels, reduction="none")
+            if labels_b is not None:
+                loss = lam * loss + (1.0 - lam) * nnf.cross_entropy(out, labels_b, reduction="none")
+            loss = loss.mean()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        # 7-8. The new sample becomes replayable (evicting from the largest class when full).
+        with self._stage("buffer_add"):
+            self.buffer.add(codes, label, item_id)
+        self.class_counts[label] += 1
+        self.steps += 1
+        return loss.detach()
+
+    def fit(self, codes, labels, item_ids, on_step=None):
+        """Stream samples in the given order, one step each. ``on_step(i, loss)`` after each step."""
+        for i in range(len(labels)):
+            loss = self.fit_sample(codes[i], int(labels[i]), int(item_ids[i]))
+            if on_step is not None:
+                on_step(i, loss)
+
+    # ---------------------------------------------------------------------- prediction
+    @torch.no_grad()
+    def predict_codes(self, codes, batch_size=256):
+        """Softmax probabilities [N, num_classes] (on the CPU) for PQ codes [N, H, W, M]."""
+        was_training = self.f.training
+        self.f.eval()
+        probs = []
+        try:
+            for s in range(0, len(codes), batch_size):
+                x = self.quantizer.decode_maps(codes[s:s + batch_size].to(self.device))
+                probs.append(torch.softmax(self.f(x), dim=1).cpu())
+        finally:
+            self.f.train(was_training)
+        return torch.cat(probs) if probs else torch.empty(0, self.num_classes)
+
+    @torch.no_grad()
+    def predict_images(self, images):
+        """Test images are quantized too, so train and test share the reconstructed space."""
+        return self.predict_codes(self.encode_images(images))
+
+    # --------------------------------------------------------------------------- state
+    def state_dict(self):
+        return {
+            "config": dataclasses.asdict(self.config),
+            "num_classes": self.num_classes,
+            "f": self.f.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "class_counts": torch.from_numpy(self.class_counts.copy()),
+            "steps": self.steps,
+            "buffer": self.buffer.state_dict(),
+            "quantizer": self.quantizer.state_dict(),
+            "mix_rng": self._mix_rng.bit_generator.state,
+            "aug_rng": self._aug_gen.get_state(),
+        }
+
+    def load_state_dict(self, state):
+        from remind.quantizer import ProductQuantizer
+
+        if int(state["num_classes"]) != self.num_classes:
+            raise ValueError(f"checkpoint is for {state['num_classes']} classes, the model has {self.num_classes}")
+        self.f.load_state_dict(state["f"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.class_counts = state["class_counts"].numpy().astype(np.int64).copy()
+        self.steps = int(state["steps"])
+        self.buffer.load_state_dict(state["buffer"])
+        self.quantizer = ProductQuantizer.from_state_dict(state["quantizer"], device=self.device)
+        self._mix_rng.bit_generator.state = state["mix_rng"]
+        self._aug_gen.set_state(state["aug_rng"])

@@ -1,0 +1,156 @@
+"""ResNet-18 split into a frozen part G and a plastic part F at any block boundary.
+
+Both parts keep torchvision's parameter names (``layer4.1.conv1.weight``...), so the plastic part
+loads exactly the weights of the base network's own blocks. (The reference deleted blocks from an
+``nn.Sequential``; recent PyTorch renumbers what is left, so its F loaded ``layer4.0``'s weights into
+``layer4.1``.) The split is named by F's first block (``first_plastic_block``): ``layer4.1`` is the
+paper's (G ends with ``layer4.0``, whose output is the latent tensor); ``fc`` leaves only the
+classifier plastic. ``block_after`` maps the reference's feature layer name (``layer4.0``) to it.
+"""
+import collections
+import sys
+import warnings
+
+import torch
+from torch import nn
+
+import remind  # noqa: F401  (torchvision compatibility)
+import torchvision
+
+STEM = ["conv1", "bn1", "relu", "maxpool"]
+BLOCKS = [f"layer{i}.{j}" for i in range(1, 5) for j in range(2)]
+HEAD = ["avgpool", "fc"]
+SPLIT_POINTS = BLOCKS + ["fc"]
+
+
+class NetworkError(ValueError):
+    """A bad split point or an incompatible checkpoint."""
+
+
+class ResNetSegment(nn.Module):
+    """A contiguous run of a torchvision ResNet's modules under their original names."""
+
+    def __init__(self, named_modules):
+        super().__init__()
+        self._order = []
+        for name, module in named_modules:
+            parent, _, leaf = name.rpartition(".")
+            owner = self
+            if parent:
+                if not hasattr(self, parent):
+                    self.add_module(parent, nn.Sequential(collections.OrderedDict()))
+                owner = getattr(self, parent)
+            owner.add_module(leaf, module)
+            self._order.append(name)
+
+    def forward(self, x):
+        for name in self._order:
+            if name == "fc":
+                x = torch.flatten(x, 1)
+            x = self.get_submodule(name)(x)
+        return x
+
+
+def _module_sequence(model):
+    seq = [(n, getattr(model, n)) for n in STEM]
+    for name in BLOCKS:
+        layer, idx = name.split(".")
+        seq.append((name, getattr(model, layer)[int(idx)]))
+    seq += [(n, getattr(model, n)) for n in HEAD]
+    return seq
+
+
+def block_after(last_frozen):
+    """The first plastic block when G ends with ``last_frozen`` (e.g. 'layer4.0' -> 'layer4.1').
+
+    Accepts the reference's 'model.layer4.0' spelling too.
+    """
+    name = last_frozen[len("model."):] if last_frozen.startswith("model.") else last_frozen
+    if name not in BLOCKS:
+        raise NetworkError(f"unknown feature layer {last_frozen!r}; expected one of {', '.join(BLOCKS)}")
+    return SPLIT_POINTS[BLOCKS.index(name) + 1]
+
+
+def split_resnet(model, first_plastic_block="layer4.1"):
+    """(G, F) sharing the modules of ``model``; F starts at ``first_plastic_block``."""
+    split = first_plastic_block
+    if split not in SPLIT_POINTS:
+        raise NetworkError(f"unknown split point {split!r}; expected one of {', '.join(SPLIT_POINTS)}")
+    seq = _module_sequence(model)
+    cut = [n for n, _ in seq].index("avgpool" if split == "fc" else split)
+    return ResNetSegment(seq[:cut]), ResNetSegment(seq[cut:])
+
+
+def read_state_dict(path):
+    """A torchvision-format state_dict from a checkpoint file (plain, {'state_dict': ...} or
+    {'model_state': ...}), with DataParallel/DDP ``module.`` and ``model.`` prefixes removed."""
+    from remind.checkpoint import load_checkpoint
+
+    obj = load_checkpoint(path)
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state", "model"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
+        raise NetworkError(f"{path}: expected a state_dict of tensors (or {{'state_dict': ...}})")
+    clean = {}
+    for name, value in obj.items():
+        while name.startswith(("module.", "model.")):
+            name = name.split(".", 1)[1]
+        clean[name] = value
+    return clean
+
+
+def load_resnet_weights(model, state_dict, source="checkpoint", allow_fc_resize=False):
+    """Copy every tensor of a ResNet's state_dict into ``model``, checking names and shapes.
+
+    With ``allow_fc_resize``, an fc of another number of classes is left at its random init, and
+    that is said loudly (the reference skipped it silently and started F at chance accuracy).
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    if missing:
+        raise NetworkError(f"{source}: missing tensor {missing[0]!r}"
+                           + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    loaded = {}
+    for name, tensor in own.items():
+        value = state_dict[name]
+        if value.shape != tensor.shape:
+            if name.startswith("fc.") and allow_fc_resize:
+                continue
+            raise NetworkError(f"{source}: tensor {name!r} has shape {tuple(value.shape)}, "
+                               f"the model expects {tuple(tensor.shape)}")
+        loaded[name] = value
+    skipped_fc = [k for k in own if k not in loaded]
+    if skipped_fc:
+        msg = (f"WARNING: {source}: the fc layer has {state_dict['fc.weight'].shape[0]} outputs, the model "
+               f"{own['fc.weight'].shape[0]}; fc starts from a RANDOM init (accuracy right after base "
+               "init will be at chance)")
+        warnings.warn(msg)
+        print(msg, file=sys.stderr)
+    model.load_state_dict(loaded, strict=False)
+    return skipped_fc
+
+
+def build_resnet18(num_classes=1000, checkpoint=None, allow_fc_resize=False):
+    model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
+    if checkpoint is not None:
+        load_resnet_weights(model, read_state_dict(checkpoint), str(checkpoint), allow_fc_resize)
+    return model
+
+
+def build_resnet18_split(checkpoint=None, first_plastic_block="layer4.1", num_classes=1000,
+                         allow_fc_resize=False):
+    """(G, F): G frozen in eval mode with no gradients, F trainable, from one ResNet-18."""
+    model = build_resnet18(num_classes, checkpoint, allow_fc_resize)
+    g, f = split_resnet(model, first_plastic_block)
+    freeze(g)
+    return g, f
+
+
+def freeze(module):
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
