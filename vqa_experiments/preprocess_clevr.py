@@ -1,0 +1,25 @@
+"""Question preprocessing for CLEVR v1.0 (questions/CLEVR_{train,val}_questions.json).
+
+Writes LUT_clevr.json, dictionary_clevr.json, embedding_init_300d_clevr.npy, {train,val}_clevr.h5 and
+preprocess_clevr_summary.json into --out_dir (formats: vqa_experiments/DATA_FORMATS.md).
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from vqa_experiments.preprocess import clevr  # noqa: E402
+from vqa_experiments.preprocess.io import run_cli  # noqa: E402
+from vqa_experiments.preprocess.questions import add_question_args, run_question_preprocessing  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_question_args(parser, "clevr", default_dictionary_splits="train")
+    args = parser.parse_args(argv)
+    run_question_preprocessing(args, "clevr", clevr.read_questions, clevr.SPLITS)
+
+
+if __name__ == "__main__":
+    run_cli(main)

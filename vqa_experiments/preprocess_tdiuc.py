@@ -1,0 +1,25 @@
+"""Question preprocessing for TDIUC (Questions/, Annotations/).
+
+Writes LUT_tdiuc.json, dictionary_tdiuc.json, embedding_init_300d_tdiuc.npy, {train,val}_tdiuc.h5 and
+preprocess_tdiuc_summary.json into --out_dir (formats: vqa_experiments/DATA_FORMATS.md).
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from vqa_experiments.preprocess import tdiuc  # noqa: E402
+from vqa_experiments.preprocess.io import run_cli  # noqa: E402
+from vqa_experiments.preprocess.questions import add_question_args, run_question_preprocessing  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_question_args(parser, "tdiuc", default_dictionary_splits="train,val")
+    args = parser.parse_args(argv)
+    run_question_preprocessing(args, "tdiuc", tdiuc.read_questions, tdiuc.SPLITS)
+
+
+if __name__ == "__main__":
+    run_cli(main)
