@@ -40,7 +40,7 @@ from imagenet_folders import DataError
 LATEST = os.path.join("checkpoints", "latest.pt")
 # Settings that define the run: a resume with other values would silently mix two experiments.
 RUN_DEFINING = ("classifier_ckpt", "extract_features_from", "classifier", "num_classes", "min_class",
-                "base_init_classes", "class_increment", "streaming_min_class", "streaming_max_class",
+                "base_init_classes", "class_increment", "streaming_max_class",
                 "num_codebooks", "codebook_size", "rehearsal_samples", "max_buffer_size", "lr_mode",
                 "lr_step_size", "start_lr", "end_lr", "samples_per_class", "weight_decay",
                 "random_resized_crops", "use_mixup", "mixup_alpha", "image_size", "seed",
