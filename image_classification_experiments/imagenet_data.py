@@ -1,0 +1,188 @@
+"""Torch side of the ImageNet-style data: transforms, a class-range dataset, corrupt-image handling.
+
+Images are read with PIL (torchvision's C++ image decoding is not available beside a CPU-only
+torch here). A dataset item is ``(image, ordered_label, sample_index)`` where ``sample_index`` is
+the image's position in the ImageFolder sample list: the id the replay buffer and the h5 files
+keep. Items of a class range keep ImageFolder order (ascending sample index).
+
+An unreadable image never surfaces as a traceback from a DataLoader worker: the worker returns a
+marker, and ``iterate_batches`` in the main process either raises one clear ``CorruptImageError``
+naming the file, or (``--skip_corrupt_images``) drops it and counts it.
+"""
+import os
+import sys
+
+import remind  # noqa: F401  (makes torchvision importable beside a CPU-only torch)
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data._utils.collate import default_collate
+from torchvision import transforms
+
+import imagenet_folders as folders
+from imagenet_folders import DataError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class CorruptImageError(DataError):
+    """An image file that PIL cannot decode."""
+
+
+def resize_size(image_size):
+    """The short-side resize before the center crop: 256 for 224, same ratio otherwise."""
+    return int(round(image_size * 256 / 224))
+
+
+def train_transform(image_size=224):
+    return transforms.Compose([
+        transforms.RandomResizedCrop(image_size),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def val_transform(image_size=224):
+    return transforms.Compose([
+        transforms.Resize(resize_size(image_size)),
+        transforms.CenterCrop(image_size),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def pil_loader(path):
+    """RGB PIL image (same as torchvision's default loader; ``convert`` forces the full decode)."""
+    with open(path, "rb") as f:
+        img = Image.open(f)
+        return img.convert("RGB")
+
+
+class Unreadable:
+    """Returned by a worker in place of an image that could not be decoded."""
+
+    def __init__(self, path, reason):
+        self.path, self.reason = path, reason
+
+    def __repr__(self):
+        return f"{self.path} ({self.reason})"
+
+
+class ClassRangeDataset(Dataset):
+    """Images whose ordered label lies in [min_class, max_class), in ImageFolder sample order.
+
+    ``samples``: [(path, wnid)] of the whole split; ``labels``: ordered label of every sample.
+    Unreadable files raise ``CorruptImageError``, or come back as ``Unreadable`` markers with
+    ``mark_unreadable=True`` (what the scripts use, together with ``collate_marking``).
+    """
+
+    def __init__(self, samples, labels, min_class, max_class, transform=None, max_per_class=None,
+                 mark_unreadable=False):
+        if len(samples) != len(labels):
+            raise DataError(f"{len(samples)} samples but {len(labels)} labels")
+        self.samples = samples
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.min_class, self.max_class = int(min_class), int(max_class)
+        self.indices = folders.range_indices(self.labels, min_class, max_class, max_per_class)
+        self.transform = transform
+        self.mark_unreadable = mark_unreadable
+
+    def __len__(self):
+        return len(self.indices)
+
+    @property
+    def range_labels(self):
+        return self.labels[self.indices]
+
+    def __getitem__(self, i):
+        index = int(self.indices[i])
+        path = self.samples[index][0]
+        label = int(self.labels[index])
+        try:
+            img = pil_loader(path)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            if not self.mark_unreadable:
+                raise CorruptImageError(f"cannot read image {path}: {reason}") from None
+            return Unreadable(path, reason), label, index
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, label, index
+
+
+def collate_marking(batch):
+    """(images, labels, indices, unreadable) with unreadable items taken out of the batch."""
+    good = [item for item in batch if not isinstance(item[0], Unreadable)]
+    bad = [item[0] for item in batch if isinstance(item[0], Unreadable)]
+    if not good:
+        return None, None, None, bad
+    x, y, idx = default_collate(good)
+    return x, y, idx, bad
+
+
+class UnreadableTally:
+    """Counts skipped files; warns once per file (for the first few) so a bad disk is noticed.
+
+    ``count`` counts skip events (callers may reset it, e.g. per epoch); ``paths`` the distinct files.
+    """
+
+    def __init__(self, skip, max_warnings=10):
+        self.skip, self.max_warnings = skip, max_warnings
+        self.count = 0
+        self.paths = set()
+
+    def handle(self, bad):
+        if not bad:
+            return
+        if not self.skip:
+            item = bad[0]
+            raise CorruptImageError(f"cannot read image {item.path}: {item.reason} "
+                                    "(pass --skip_corrupt_images to skip unreadable files)")
+        for item in bad:
+            self.count += 1
+            if item.path not in self.paths:
+                self.paths.add(item.path)
+                if len(self.paths) <= self.max_warnings:
+                    print(f"warning: skipping unreadable image {item.path}: {item.reason}",
+                          file=sys.stderr)
+
+    def summary(self):
+        return f"skipped {self.count} unreadable image(s)" if self.count else ""
+
+
+def iterate_batches(loader, tally):
+    """Yield (x, y, idx) from a loader built with ``collate_marking``; bad files go to ``tally``.
+
+    A batch whose every image is unreadable is yielded as (None, None, None) so that callers
+    running in lock-step across processes (DDP) can still take part in the step.
+    """
+    for x, y, idx, bad in loader:
+        tally.handle(bad)
+        yield x, y, idx
+
+
+def make_loader(dataset, batch_size, num_workers, sampler=None, pin_memory=False, generator=None,
+                persistent=False):
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
+                      num_workers=num_workers, collate_fn=collate_marking, pin_memory=pin_memory,
+                      generator=generator, drop_last=False,
+                      persistent_workers=persistent and num_workers > 0)
+
+
+def load_split(data_dir, split, labels_dir, val_labels_csv=None):
+    """(samples, labels, label_path) of one split, the labels checked against the folder tree."""
+    samples = folders.scan_split(data_dir, split, val_labels_csv)
+    labels, path = folders.load_labels(labels_dir, split, samples)
+    return samples, labels, path
+
+
+def check_image_size(image_size):
+    if image_size < 8:
+        raise DataError(f"--image_size {image_size}: too small (ResNet-18 needs at least 8 px)")
+
+
+def split_root(data_dir, split):
+    return os.path.join(data_dir, split)

@@ -1,0 +1,428 @@
+"""Base initialization: train a ResNet-18 from scratch on the classes [0, base_max_class).
+
+Paper defaults: 100 classes, 1000-way fc, 40 epochs, SGD lr 0.1 momentum 0.9 weight decay 1e-4,
+batch 256, lr x0.1 every 15 epochs, RandomResizedCrop + flip; val Resize(256/224 of the size) +
+CenterCrop. Labels are the class-order labels of imagenet_{train,val}_labels.npy.
+
+One process (CPU or one GPU):   python train_base_init_network_from_scratch.py --data DIR ...
+Several GPUs / nodes (DDP):      torchrun --nproc_per_node N train_base_init_network_from_scratch.py ...
+(nccl on CUDA, gloo on CPU; ``--batch_size`` is the global batch, split over the processes;
+only rank 0 writes files.)
+
+Outputs in ``--save_dir``:
+- ``best_<ckpt_file>``: plain torchvision state_dict of the best epoch by val top-1
+  (``resnet18(num_classes=...).load_state_dict(torch.load(p, weights_only=True))``);
+- ``<ckpt_file>``: last epoch, for ``--resume``: {state_dict, optimizer, scheduler, scaler,
+  epoch (epochs done), best_acc1, best_epoch, history, rng, args};
+- ``config.json`` (arguments) and ``results.json`` (per-epoch loss / accuracy / lr / speed).
+Every file is written to a temporary name and renamed, so a crash never leaves half a checkpoint.
+With ``--seed`` a CPU run is deterministic, and a resumed run equals an uninterrupted one: each
+epoch draws its data order and augmentations from (seed, epoch, rank).
+"""
+import argparse
+import math
+import os
+import random
+import sys
+import time
+
+import remind  # noqa: F401  (makes torchvision importable beside a CPU-only torch)
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Sampler
+from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
+
+from remind.checkpoint import load_checkpoint, save_checkpoint
+from remind.networks import build_resnet18
+
+import imagenet_data as data
+from ic_common import default_device, resolve_device, run_cli, seed_everything, write_json
+from imagenet_folders import DataError
+
+ARCHS = ("ResNet18ClassifyAfterLayer4_1", "resnet18")  # both: torchvision's ResNet-18 layout
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", "--images_dir", dest="data", metavar="DIR", required=True,
+                   help="dataset root holding train/ and val/")
+    p.add_argument("-a", "--arch", default="ResNet18ClassifyAfterLayer4_1", choices=ARCHS)
+    p.add_argument("--ckpt_file", default="ResNet18ClassifyAfterLayer4_1.pth",
+                   help="name of the last checkpoint; the best one is best_<ckpt_file>")
+    p.add_argument("--save_dir", default="resnet_imagenet_ckpts")
+    p.add_argument("--base_max_class", type=int, default=100, help="train on classes [0, this)")
+    p.add_argument("--labels_dir", "--label_dir", dest="labels_dir", default="./imagenet_files",
+                   help="folder of imagenet_{train,val}_labels.npy")
+    p.add_argument("--val_labels_csv", default=None,
+                   help="LOC_val_solution.csv when val/ is the flat Kaggle layout")
+    p.add_argument("--num_classes", type=int, default=1000, help="size of the output layer")
+    p.add_argument("-j", "--workers", "--num_workers", dest="num_workers", type=int, default=8,
+                   help="data loading processes per training process")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("-b", "--batch_size", type=int, default=256,
+                   help="global batch size (divided over the DDP processes)")
+    p.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=0.1)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=1e-4)
+    p.add_argument("--lr_step_size", type=int, default=15, help="epochs between lr decays")
+    p.add_argument("--lr_gamma", type=float, default=0.1, help="lr decay factor")
+    p.add_argument("--resume", default="", metavar="PATH",
+                   help="last checkpoint (or the save dir holding it) to continue from")
+    p.add_argument("-e", "--evaluate", action="store_true",
+                   help="only evaluate the checkpoint given by --resume on the base val classes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--image_size", type=int, default=224)
+    p.add_argument("--max_per_class", type=int, default=None,
+                   help="use only the first N training images of each class (small demos)")
+    p.add_argument("--amp", action="store_true", help="float16 autocast + grad scaling (CUDA only)")
+    p.add_argument("--channels_last", action="store_true", help="channels_last memory format")
+    p.add_argument("--skip_corrupt_images", action="store_true",
+                   help="skip (and count) unreadable image files instead of stopping")
+    p.add_argument("--dist-backend", "--dist_backend", dest="dist_backend", default=None,
+                   help="torch.distributed backend (default: nccl on CUDA, gloo on CPU)")
+    p.add_argument("--dist-url", "--dist_url", dest="dist_url", default="env://",
+                   help="process-group init method (torchrun sets the env:// variables)")
+    args = p.parse_args(argv)
+    if args.device is None:
+        args.device = default_device()
+    return args
+
+
+def check_args(args):
+    if not 0 < args.base_max_class <= args.num_classes:
+        raise DataError(f"--base_max_class {args.base_max_class} must lie in 1..--num_classes "
+                        f"({args.num_classes})")
+    for name in ("epochs", "batch_size", "lr_step_size"):
+        if getattr(args, name) < 1:
+            raise DataError(f"--{name} must be at least 1")
+    if args.max_per_class is not None and args.max_per_class < 1:
+        raise DataError("--max_per_class must be at least 1")
+    if args.evaluate and not args.resume:
+        raise DataError("--evaluate needs the checkpoint to evaluate in --resume")
+    data.check_image_size(args.image_size)
+
+
+# ------------------------------------------------------------------------------- distributed
+class Dist:
+    """World layout from torchrun's environment; a plain run is a world of one."""
+
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.enabled = self.world > 1
+        self.main = self.rank == 0
+
+    def init(self, device, backend, url):
+        if self.enabled:
+            backend = backend or ("nccl" if device.type == "cuda" else "gloo")
+            dist.init_process_group(backend=backend, init_method=url,
+                                    world_size=self.world, rank=self.rank)
+
+    def sum(self, values, device):
+        """Sum a list of numbers over all processes (identity in a world of one)."""
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        if self.enabled:
+            dist.all_reduce(t)
+        return t.tolist()
+
+    def close(self):
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class ShardSampler(Sampler):
+    """Every world-th index from rank: each val image is seen exactly once (no padding)."""
+
+    def __init__(self, n, rank, world):
+        self.indices = list(range(rank, n, world))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+
+def epoch_seed(seed, epoch, rank):
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+# ------------------------------------------------------------------------------- RNG state
+def rng_state():
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys).astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ------------------------------------------------------------------------------- train / eval
+def topk_correct(logits, target, ks):
+    maxk = min(max(ks), logits.shape[1])
+    pred = logits.topk(maxk, dim=1).indices
+    hit = pred.eq(target.unsqueeze(1))
+    return [hit[:, :min(k, maxk)].any(dim=1).sum().item() for k in ks]
+
+
+def train_one_epoch(model, loader, criterion, optimizer, scaler, args, device, world, epoch, tally,
+                    progress):
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.float64, device=device)
+    seen = 0
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    bar = tqdm(total=len(loader.sampler) * world.world, unit="img", unit_scale=True,
+               desc=f"epoch {epoch + 1}/{args.epochs}", disable=not progress,
+               mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True, leave=False)
+    for step, (x, y, _) in enumerate(data.iterate_batches(loader, tally)):
+        if x is None:
+            if world.enabled:  # the other processes would wait forever for this one's gradients
+                raise DataError("a whole batch of images was unreadable; cannot keep the DDP "
+                                "processes in step (remove the broken files)")
+            continue
+        x = x.to(device, non_blocking=True, memory_format=fmt)
+        y = y.to(device, non_blocking=True)
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=args.amp):
+            logits = model(x)
+            loss = criterion(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        n = y.shape[0]
+        loss_sum += loss.detach().double() * n
+        correct += (logits.detach().argmax(1) == y).sum().double()
+        seen += n
+        bar.update(n * world.world)
+        if progress and step % 10 == 0:
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", refresh=False)
+    bar.close()
+    total_loss, total_correct, total_seen = world.sum([loss_sum.item(), correct.item(), seen], device)
+    if not math.isfinite(total_loss):
+        raise DataError(f"training diverged in epoch {epoch + 1} (loss is not finite); "
+                        "lower --lr or drop --amp")
+    return total_loss / max(total_seen, 1), 100.0 * total_correct / max(total_seen, 1), int(total_seen)
+
+
+@torch.no_grad()
+def evaluate(model, loader, args, device, world, tally, progress):
+    model.eval()
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    c1 = c5 = n = 0
+    bar = tqdm(total=len(loader.sampler) * world.world, unit="img", unit_scale=True, desc="val",
+               disable=not progress, mininterval=1.0 if sys.stderr.isatty() else 30.0,
+               dynamic_ncols=True, leave=False)
+    for x, y, _ in data.iterate_batches(loader, tally):
+        if x is None:
+            continue
+        x = x.to(device, non_blocking=True, memory_format=fmt)
+        y = y.to(device, non_blocking=True)
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=args.amp):
+            logits = model(x)
+        a, b = topk_correct(logits.float(), y, (1, 5))
+        c1, c5, n = c1 + a, c5 + b, n + y.shape[0]
+        bar.update(y.shape[0] * world.world)
+    bar.close()
+    c1, c5, n = world.sum([c1, c5, n], device)
+    if n == 0:
+        raise DataError("no readable validation images")
+    return 100.0 * c1 / n, 100.0 * c5 / n
+
+
+# ------------------------------------------------------------------------------- main
+def find_resume_file(args):
+    path = args.resume
+    if os.path.isdir(path):
+        path = os.path.join(path, args.ckpt_file)
+    if not os.path.isfile(path):
+        raise DataError(f"--resume: checkpoint not found: {path}")
+    return path
+
+
+def check_resume_compatible(saved, args, path):
+    for name in ("num_classes", "base_max_class", "image_size", "max_per_class"):
+        if name in saved and saved[name] != getattr(args, name):
+            raise DataError(f"{path} was trained with --{name} {saved[name]}, "
+                            f"this run asks for {getattr(args, name)}")
+
+
+def build_data(args, world, device):
+    train_samples, train_labels, train_label_file = data.load_split(
+        args.data, "train", args.labels_dir)
+    val_samples, val_labels, val_label_file = data.load_split(
+        args.data, "val", args.labels_dir, args.val_labels_csv)
+    train_ds = data.ClassRangeDataset(train_samples, train_labels, 0, args.base_max_class,
+                                      data.train_transform(args.image_size), args.max_per_class,
+                                      mark_unreadable=True)
+    val_ds = data.ClassRangeDataset(val_samples, val_labels, 0, args.base_max_class,
+                                    data.val_transform(args.image_size), mark_unreadable=True)
+    for name, ds in (("train", train_ds), ("val", val_ds)):
+        if len(ds) == 0:
+            raise DataError(f"no {name} images with labels in [0, {args.base_max_class})")
+    per_rank = args.batch_size // world.world
+    if per_rank < 1:
+        raise DataError(f"--batch_size {args.batch_size} is smaller than the {world.world} processes")
+    pin = device.type == "cuda"
+    train_sampler = DistributedSampler(train_ds, num_replicas=world.world, rank=world.rank,
+                                       shuffle=True, seed=args.seed, drop_last=False)
+    generator = torch.Generator()
+    train_loader = data.make_loader(train_ds, per_rank, args.num_workers, sampler=train_sampler,
+                                    pin_memory=pin, generator=generator)
+    val_loader = data.make_loader(val_ds, per_rank, args.num_workers,
+                                  sampler=ShardSampler(len(val_ds), world.rank, world.world),
+                                  pin_memory=pin)
+    info = {"train_images": len(train_ds), "val_images": len(val_ds),
+            "train_label_file": train_label_file, "val_label_file": val_label_file,
+            "batch_size_per_process": per_rank}
+    return train_loader, val_loader, generator, info
+
+
+def log(world, msg):
+    if world.main:
+        print(msg, flush=True)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    check_args(args)
+    world = Dist()
+    device = resolve_device(args.device)
+    if device.type == "cuda" and world.enabled:
+        device = torch.device("cuda", world.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    if args.amp and device.type != "cuda":
+        log(world, "note: --amp needs CUDA; training in float32")
+        args.amp = False
+    # Every input is checked before the process group exists, so a bad path fails fast everywhere.
+    train_loader, val_loader, generator, info = build_data(args, world, device)
+    resume_path = find_resume_file(args) if args.resume else None
+
+    world.init(device, args.dist_backend, args.dist_url)
+    try:
+        run(args, world, device, train_loader, val_loader, generator, info, resume_path)
+    finally:
+        world.close()
+
+
+def run(args, world, device, train_loader, val_loader, generator, info, resume_path):
+    tally = data.UnreadableTally(args.skip_corrupt_images)
+    if args.evaluate:
+        model = build_resnet18(args.num_classes, checkpoint=resume_path).to(device)
+        if args.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        top1, top5 = evaluate(model, val_loader, args, device, world, tally, world.main)
+        log(world, f"{resume_path}: val top-1 {top1:.2f}%  top-5 {top5:.2f}%  "
+                   f"({info['val_images']} images of classes [0, {args.base_max_class}))")
+        return
+
+    seed_everything(args.seed)
+    model = build_resnet18(args.num_classes).to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    net = model
+    if world.enabled:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.lr_step_size,
+                                                gamma=args.lr_gamma)
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp)
+
+    start_epoch, best_acc1, best_epoch, history = 0, -1.0, None, []
+    if resume_path:
+        ckpt = load_checkpoint(resume_path, map_location="cpu")
+        if not isinstance(ckpt, dict) or "optimizer" not in ckpt or "epoch" not in ckpt:
+            raise DataError(f"{resume_path}: not a last checkpoint of this script (no optimizer "
+                            "state); best_* checkpoints hold weights only")
+        check_resume_compatible(ckpt.get("args", {}), args, resume_path)
+        model.load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler") and args.amp:
+            scaler.load_state_dict(ckpt["scaler"])
+        start_epoch, best_acc1 = int(ckpt["epoch"]), float(ckpt["best_acc1"])
+        best_epoch, history = ckpt.get("best_epoch"), list(ckpt.get("history", []))
+        set_rng_state(ckpt["rng"])
+        log(world, f"resumed from {resume_path} after epoch {start_epoch}")
+
+    os.makedirs(args.save_dir, exist_ok=True)
+    last_path = os.path.join(args.save_dir, args.ckpt_file)
+    best_path = os.path.join(args.save_dir, "best_" + args.ckpt_file)
+    if world.main:
+        write_json(os.path.join(args.save_dir, "config.json"),
+                   {**vars(args), "world_size": world.world, **info})
+    log(world, f"training ResNet-18 ({args.num_classes}-way fc) on classes [0, {args.base_max_class}): "
+               f"{info['train_images']} train / {info['val_images']} val images, "
+               f"{world.world} process(es) on {device.type}, batch {args.batch_size}")
+    if start_epoch >= args.epochs:
+        log(world, f"nothing to do: {start_epoch} of {args.epochs} epochs already done")
+        return
+
+    for epoch in range(start_epoch, args.epochs):
+        seed = epoch_seed(args.seed, epoch, world.rank)
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        generator.manual_seed(seed)
+        tally.count = 0
+        train_loader.sampler.set_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        t0 = time.time()
+        loss, train_top1, n_train = train_one_epoch(net, train_loader, criterion, optimizer, scaler,
+                                                    args, device, world, epoch, tally, world.main)
+        train_s = time.time() - t0
+        top1, top5 = evaluate(net, val_loader, args, device, world, tally, world.main)
+        scheduler.step()
+        record = {"epoch": epoch + 1, "lr": lr, "train_loss": loss, "train_top1": train_top1,
+                  "val_top1": top1, "val_top5": top5, "train_seconds": train_s,
+                  "train_img_per_s": n_train / max(train_s, 1e-9),
+                  "epoch_seconds": time.time() - t0}
+        history.append(record)
+        is_best = top1 > best_acc1
+        if is_best:
+            best_acc1, best_epoch = top1, epoch + 1
+        skipped = int(world.sum([tally.count], device)[0])
+        if world.main:
+            if is_best:
+                save_checkpoint(best_path, model.state_dict())
+            save_checkpoint(last_path, {
+                "format": "remind-base-init-last", "arch": "resnet18", "epoch": epoch + 1,
+                "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if args.amp else None,
+                "best_acc1": best_acc1, "best_epoch": best_epoch, "history": history,
+                "rng": rng_state(), "args": vars(args)})
+            write_json(os.path.join(args.save_dir, "results.json"), {
+                "history": history, "best_val_top1": best_acc1, "best_epoch": best_epoch,
+                "best_checkpoint": best_path, "last_checkpoint": last_path,
+                "skipped_unreadable_images": skipped, **info})
+        log(world, f"epoch {epoch + 1}/{args.epochs}: lr {lr:.4g}  loss {loss:.4f}  "
+                   f"train top-1 {train_top1:.2f}%  val top-1 {top1:.2f}%  top-5 {top5:.2f}%  "
+                   f"{record['train_img_per_s']:.1f} img/s  {record['epoch_seconds']:.0f} s"
+                   + ("  (best)" if is_best else "")
+                   + (f"  [{skipped} unreadable images skipped]" if skipped else ""))
+    log(world, f"best val top-1 {best_acc1:.2f}% (epoch {best_epoch}) -> {best_path}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
