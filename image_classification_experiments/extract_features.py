@@ -22,7 +22,6 @@ import time
 
 import remind  # noqa: F401  (makes torchvision importable beside a CPU-only torch)
 import h5py
-import numpy as np
 import torch
 from tqdm import tqdm
 

@@ -87,6 +87,8 @@ def resolve_device(name):
         raise DataError(f"--device {name}: {err}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DataError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DataError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible")
     return device
 
 

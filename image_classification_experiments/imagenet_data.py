@@ -9,15 +9,12 @@ An unreadable image never surfaces as a traceback from a DataLoader worker: the 
 marker, and ``iterate_batches`` in the main process either raises one clear ``CorruptImageError``
 naming the file, or (``--skip_corrupt_images``) drops it and counts it.
 """
-import os
 import sys
 
 import remind  # noqa: F401  (makes torchvision importable beside a CPU-only torch)
 import numpy as np
-import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
-from torch.utils.data._utils.collate import default_collate
+from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision import transforms
 
 import imagenet_folders as folders
@@ -182,7 +179,3 @@ def load_split(data_dir, split, labels_dir, val_labels_csv=None):
 def check_image_size(image_size):
     if image_size < 8:
         raise DataError(f"--image_size {image_size}: too small (ResNet-18 needs at least 8 px)")
-
-
-def split_root(data_dir, split):
-    return os.path.join(data_dir, split)

@@ -131,6 +131,14 @@ class Dist:
             dist.all_reduce(t)
         return t.tolist()
 
+    def sync_buffers(self, model):
+        """Rank 0's BatchNorm statistics everywhere: DDP syncs them only at the start of each
+        forward, so after an epoch every rank holds its own last update. Evaluating rank 0's
+        buffers means evaluating exactly the network that rank 0 saves."""
+        if self.enabled:
+            for buf in model.buffers():
+                dist.broadcast(buf, src=0)
+
     def close(self):
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
@@ -169,7 +177,7 @@ def set_rng_state(state):
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, np.asarray(keys).astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
+    if "cuda" in state and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
@@ -304,9 +312,14 @@ def main(argv=None):
     check_args(args)
     world = Dist()
     device = resolve_device(args.device)
-    if device.type == "cuda" and world.enabled:
-        device = torch.device("cuda", world.local_rank)
     if device.type == "cuda":
+        if world.enabled:  # one GPU per process, chosen by torchrun's LOCAL_RANK
+            if world.local_rank >= torch.cuda.device_count():
+                raise DataError(f"process {world.local_rank} of this node has no GPU "
+                                f"({torch.cuda.device_count()} visible); lower --nproc_per_node")
+            device = torch.device("cuda", world.local_rank)
+        elif device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
     if args.amp and device.type != "cuda":
@@ -391,7 +404,10 @@ def run(args, world, device, train_loader, val_loader, generator, info, resume_p
         loss, train_top1, n_train = train_one_epoch(net, train_loader, criterion, optimizer, scaler,
                                                     args, device, world, epoch, tally, world.main)
         train_s = time.time() - t0
-        top1, top5 = evaluate(net, val_loader, args, device, world, tally, world.main)
+        world.sync_buffers(model)
+        # The bare module, not the DDP wrapper: each rank's val shard may have its own number of
+        # batches, and a wrapper forward could wait on a collective the others never join.
+        top1, top5 = evaluate(model, val_loader, args, device, world, tally, world.main)
         scheduler.step()
         record = {"epoch": epoch + 1, "lr": lr, "train_loss": loss, "train_top1": train_top1,
                   "val_top1": top1, "val_top5": top5, "train_seconds": train_s,

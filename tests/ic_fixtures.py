@@ -82,7 +82,6 @@ def write_order(path, classes):
 def script_env(extra=None):
     env = dict(os.environ)
     env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
-    env.pop("PYTHONPATH", None)
     env.update(extra or {})
     return env
 

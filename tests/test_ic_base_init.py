@@ -101,14 +101,14 @@ def test_ddp_two_gloo_processes(ws):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            os.path.join(icf.SCRIPTS, "train_base_init_network_from_scratch.py"),
            "--data", ws["data"], "--labels_dir", ws["labels"], "--save_dir", save, "--epochs", 1,
-           *TRAIN]
+           *TRAIN, "--batch_size", 4]  # 2 per process: val shards of 5 and 4 images, 3 vs 2 batches
     proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True,
                           env=icf.script_env(), timeout=300)
     icf.assert_ok(proc)
     assert "2 process(es) on cpu" in proc.stdout
     assert proc.stdout.count("epoch 1/1") == 1  # only rank 0 reports
     config = json.loads((save / "config.json").read_text())
-    assert config["world_size"] == 2 and config["batch_size_per_process"] == 5
+    assert config["world_size"] == 2 and config["batch_size_per_process"] == 2
     last = torch.load(save / CKPT, weights_only=True)
     assert not any(k.startswith("module.") for k in last["state_dict"])
     assert json.loads((save / "results.json").read_text())["val_images"] == 9
@@ -140,14 +140,6 @@ def corrupt_copy(ws, dest):
     victim = sorted((dest / "train" / cls).iterdir())[2]
     victim.write_bytes(victim.read_bytes()[:60])
     return victim
-
-
-def test_corrupt_image_error_names_the_file(ws, tmp_path):
-    victim = corrupt_copy(ws, tmp_path / "data")
-    proc = icf.run_script("train_base_init_network_from_scratch.py", "--data", tmp_path / "data",
-                          "--labels_dir", ws["labels"], "--save_dir", tmp_path / "s",
-                          "--epochs", 1, *TRAIN, "--num_workers", 1)
-    icf.assert_clean_error(proc, "cannot read image", str(victim), "--skip_corrupt_images")
 
 
 def test_extract_features_format_and_values(ws):
@@ -216,10 +208,10 @@ def test_extract_corrupt_image_error_and_skip(ws, tmp_path):
     args = ["--images_dir", tmp_path / "data", "--label_dir", ws["labels"], "--classifier_ckpt",
             ckpt, "--base_init_classes", 3, "--image_size", 32, "--num_workers", 1,
             "--save_dir", tmp_path / "bi", "--device", "cpu"]
-    proc = icf.run_script("extract_features.py", *args)
-    icf.assert_clean_error(proc, "cannot read image", str(victim))
+    proc = icf.run_script("extract_features.py", *args)  # the worker's failure, in one line
+    icf.assert_clean_error(proc, "cannot read image", str(victim), "--skip_corrupt_images")
     assert not (tmp_path / "bi" / "base_init_features.h5").exists()
-    proc = icf.run_script("extract_features.py", *args, "--skip_corrupt_images")
+    proc = icf.run_script("extract_features.py", *args, "--skip_corrupt_images", "--num_workers", 0)
     icf.assert_ok(proc)
     assert f"warning: skipping unreadable image {victim}" in proc.stderr
     assert "skipped 1 unreadable image" in proc.stdout
