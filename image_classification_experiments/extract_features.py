@@ -10,15 +10,17 @@ Output (``--features_file``, default ``<save_dir>/base_init_features.h5``):
   labels    int64   [N]            ordered (class-order) label
   indices   int64   [N]            ImageFolder sample index in the split (the replay item id)
   attrs: extract_features_from, image_size, classifier_ckpt, classifier_ckpt_sha256, split,
-         min_class, max_class, num_classes, fingerprint (JSON of every input), ...
+         min_class, max_class, num_classes, skipped_unreadable, fingerprint (JSON of every
+         input), build_id (new on every write, so fit_pq.py sees a rebuilt file), ...
 Rows are in ImageFolder order. The file is written under a temporary name and renamed when
 complete. An existing file made from the same inputs (same fingerprint) is kept unless
-``--overwrite``; one made from other inputs is rebuilt.
+``--overwrite``; one made from other inputs, or one that skipped unreadable images, is rebuilt.
 """
 import argparse
 import json
 import os
 import time
+import uuid
 
 import remind  # noqa: F401  (makes torchvision importable beside a CPU-only torch)
 import h5py
@@ -108,12 +110,19 @@ def fingerprint(args, split_block, label_file, samples, dataset):
     }, sort_keys=True)
 
 
-def existing_fingerprint(path):
+def reusable(path, fp):
+    """(True, why) when ``path`` was made from the same inputs and is complete."""
     try:
         with h5py.File(path, "r") as f:
-            return f.attrs.get("fingerprint")
+            same = f.attrs.get("fingerprint") == fp
+            skipped = int(f.attrs.get("skipped_unreadable", 0))
     except OSError:
-        return None
+        return False, "it is not a readable h5 file"
+    if not same:
+        return False, "it was made from other inputs"
+    if skipped:  # the broken files may have been replaced since
+        return False, f"it left out {skipped} unreadable image(s)"
+    return True, ""
 
 
 def extract(G, loader, out, attrs, device, channels_last, tally, n_expected):
@@ -180,11 +189,12 @@ def main(argv=None):
     fp = fingerprint(args, split_block, label_file, samples, dataset)
     out = args.features_file
     if os.path.exists(out) and not args.overwrite:
-        if existing_fingerprint(out) == fp:
+        ok, why = reusable(out, fp)
+        if ok:
             print(f"{out} is up to date (same checkpoint, data and settings); "
                   "pass --overwrite to rebuild")
             return
-        print(f"{out} was made from other inputs; rebuilding it")
+        print(f"{out}: {why}; rebuilding it")
 
     G, num_classes = load_G(args.classifier_ckpt, split_block, args.num_classes)
     G = G.to(device)
@@ -194,7 +204,8 @@ def main(argv=None):
                               pin_memory=device.type == "cuda")
     tally = data.UnreadableTally(args.skip_corrupt_images)
     attrs = {
-        "format": FORMAT, "fingerprint": fp, "extract_features_from": split_block,
+        "format": FORMAT, "fingerprint": fp, "build_id": uuid.uuid4().hex,
+        "extract_features_from": split_block,
         "image_size": args.image_size, "resize": data.resize_size(args.image_size),
         "classifier_ckpt": args.classifier_ckpt,
         "classifier_ckpt_sha256": json.loads(fp)["classifier_ckpt_sha256"],

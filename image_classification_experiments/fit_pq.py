@@ -81,9 +81,10 @@ def open_features(path):
 
 
 def features_identity(f, path):
-    fp = f.attrs.get("fingerprint")
-    if fp is not None:
-        return str(fp)
+    """Which features file this is: its build id (new on every write), else size and mtime."""
+    build = f.attrs.get("build_id")
+    if build is not None:
+        return str(build)
     st = os.stat(path)
     return f"size={st.st_size},mtime_ns={st.st_mtime_ns}"
 

@@ -215,7 +215,13 @@ def test_extract_corrupt_image_error_and_skip(ws, tmp_path):
     icf.assert_ok(proc)
     assert f"warning: skipping unreadable image {victim}" in proc.stderr
     assert "skipped 1 unreadable image" in proc.stdout
-    with h5py.File(tmp_path / "bi" / "base_init_features.h5", "r") as f:
+    out = tmp_path / "bi" / "base_init_features.h5"
+    with h5py.File(out, "r") as f:
         assert f["features"].shape[0] == 23 and f.attrs["skipped_unreadable"] == 1
         samples = folders.scan_split(str(tmp_path / "data"), "train")
         assert str(victim) not in {samples[i][0] for i in f["indices"][:]}
+        fp = f.attrs["fingerprint"]
+    import extract_features
+
+    # Never "up to date" while images were left out: the files may have been fixed since.
+    assert extract_features.reusable(str(out), fp) == (False, "it left out 1 unreadable image(s)")
