@@ -4,11 +4,8 @@
 - ``atomic_output``: every output is written under a temporary name and renamed at the end, so a
   crash or Ctrl-C never leaves a half-written file under the final name.
 """
-import contextlib
 import json
-import os
 import sys
-import tempfile
 
 from imagenet_folders import DataError
 
@@ -41,27 +38,11 @@ def run_cli(main, argv=None):
         sys.exit(1)
 
 
-@contextlib.contextmanager
 def atomic_output(path):
-    """Yield a temporary path beside ``path`` (same extension); rename it to ``path`` on success."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    base, ext = os.path.splitext(os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{ext}", dir=folder)
-    os.close(fd)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make outputs private
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
+    """Temporary path beside ``path``, renamed to it when the block succeeds (see remind.checkpoint)."""
+    from remind.checkpoint import atomic_write
+
+    return atomic_write(path)
 
 
 def write_json(path, obj):

@@ -18,16 +18,21 @@ class CheckpointError(RuntimeError):
 
 @contextlib.contextmanager
 def atomic_write(path):
-    """Yield a temporary path beside ``path``; on success fsync it and rename it to ``path``."""
+    """Yield a temporary path beside ``path`` (same extension, so writers that go by the name,
+    such as numpy or h5py, behave); on success fsync it and rename it to ``path``."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    base, ext = os.path.splitext(os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{ext}", dir=folder)
     os.close(fd)
     try:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make every output private
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
