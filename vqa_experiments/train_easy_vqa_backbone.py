@@ -1,0 +1,146 @@
+"""Briefly train a small ResNet on easy-VQA images (TDIUC layout) to tell colours and shapes.
+
+No pretrained weights exist offline, so the demo's frozen CNN is trained here for a fixed number
+of steps: each train image gets a colour label (from its ``color`` questions) and a shape label
+(from its ``object_recognition`` questions); one linear head over both label sets is trained with
+cross-entropy on each. The saved state_dict (torchvision names) is given to
+``extract_image_features.py --weights PATH``, which keeps the trunk only. Held-out accuracy on the
+``val2014`` images is printed and saved in the checkpoint.
+"""
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import remind  # noqa: E402,F401  (before torchvision: compatibility shim)
+import torchvision  # noqa: E402
+
+from remind.checkpoint import save_checkpoint  # noqa: E402
+from vqa_experiments.preprocess import tdiuc  # noqa: E402
+from vqa_experiments.preprocess.features import (DEFAULTS, IMAGENET_MEAN, ImageFiles,  # noqa: E402
+                                                 default_device, list_images)
+from vqa_experiments.preprocess.io import run_cli  # noqa: E402
+from vqa_experiments.vqa_data import VQADataError, read_json  # noqa: E402
+
+LABEL_TYPES = ("color", "object_recognition")
+
+
+def image_labels(root, split, classes):
+    """``{iid: [label per type or -1]}`` from the answers of the image-level question types."""
+    labels = {}
+    path = tdiuc.annotations_path(root, split)
+    for a in read_json(path, f"{split} annotations").get("annotations", []):
+        t = a.get("question_type")
+        if t not in classes:
+            continue
+        answer = a["answers"][0]["answer"]
+        if answer not in classes[t]:
+            if split == "train":
+                classes[t].append(answer)
+            else:
+                continue
+        row = labels.setdefault(int(a["image_id"]), [-1] * len(LABEL_TYPES))
+        row[LABEL_TYPES.index(t)] = classes[t].index(answer)
+    return labels
+
+
+def load_split(root, split, classes, image_size, std, num_workers):
+    image_root, items = list_images("tdiuc", root)
+    folder = f"{split}2014/"
+    items = [(p, i) for p, i in items if p.startswith(folder)]
+    labels = image_labels(root, split, classes)
+    items = [(p, i) for p, i in items if i in labels]
+    if not items:
+        raise VQADataError(f"{root}: no {split} image has a color or object_recognition answer")
+    loader = torch.utils.data.DataLoader(
+        ImageFiles(image_root, [p for p, _ in items], image_size, IMAGENET_MEAN, std),
+        batch_size=256, num_workers=num_workers, collate_fn=lambda b: b)
+    xs = []
+    for batch in loader:
+        for x, err in batch:
+            if err is not None:
+                raise VQADataError(err)
+            xs.append(x)
+    y = torch.tensor([labels[i] for _, i in items], dtype=torch.int64)
+    return torch.stack(xs), y
+
+
+def head_losses_and_hits(logits, y, sizes):
+    loss, hits = 0.0, []
+    start = 0
+    for k, size in enumerate(sizes):
+        part, target = logits[:, start:start + size], y[:, k]
+        start += size
+        mask = target >= 0
+        if mask.any():
+            loss = loss + torch.nn.functional.cross_entropy(part[mask], target[mask])
+        hits.append(((part.argmax(1) == target) & mask).sum().item())
+    return loss, hits
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data_root", required=True, help="easy-VQA in the TDIUC layout")
+    parser.add_argument("--output", required=True, help="checkpoint to write (state_dict)")
+    parser.add_argument("--arch", default="resnet18")
+    parser.add_argument("--image_size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=default_device())
+    parser.add_argument("--num_workers", type=int, default=0)
+    parser.add_argument("--num_threads", type=int, default=0,
+                        help="torch CPU threads (0: torch's default)")
+    args = parser.parse_args(argv)
+    if args.num_threads > 0:
+        torch.set_num_threads(args.num_threads)
+
+    torch.manual_seed(args.seed)
+    t0 = time.time()
+    std = DEFAULTS["tdiuc"][2]
+    classes = {t: [] for t in LABEL_TYPES}
+    x_tr, y_tr = load_split(args.data_root, "train", classes, args.image_size, std,
+                            args.num_workers)
+    x_va, y_va = load_split(args.data_root, "val", classes, args.image_size, std,
+                            args.num_workers)
+    sizes = [len(classes[t]) for t in LABEL_TYPES]
+    try:
+        model = torchvision.models.get_model(args.arch, weights=None, num_classes=sum(sizes))
+    except ValueError as err:
+        raise VQADataError(f"--arch {args.arch!r}: {err}") from None
+    device = torch.device(args.device)
+    model = model.to(device, memory_format=torch.channels_last)
+    x_tr = x_tr.contiguous(memory_format=torch.channels_last)
+    x_va = x_va.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    gen = torch.Generator().manual_seed(args.seed)
+    model.train()
+    for step in range(args.steps):
+        idx = torch.randint(0, len(x_tr), (args.batch_size,), generator=gen)
+        loss, _ = head_losses_and_hits(model(x_tr[idx].to(device)), y_tr[idx].to(device), sizes)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    hits, counts = np.zeros(len(sizes)), (y_va >= 0).sum(0).numpy()
+    with torch.no_grad():
+        for s in range(0, len(x_va), 256):
+            _, h = head_losses_and_hits(model(x_va[s:s + 256].to(device)),
+                                        y_va[s:s + 256].to(device), sizes)
+            hits += h
+    acc = {t: float(hits[k] / max(counts[k], 1)) for k, t in enumerate(LABEL_TYPES)}
+    save_checkpoint(args.output, {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                                  "arch": args.arch, "image_size": args.image_size,
+                                  "classes": classes, "val_accuracy": acc, "steps": args.steps})
+    print(f"trained {args.arch} for {args.steps} steps in {time.time() - t0:.0f} s; held-out "
+          + ", ".join(f"{t} accuracy {a:.3f}" for t, a in acc.items()) + f"; wrote {args.output}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
