@@ -1,8 +1,6 @@
 """Bad input gives one clear line (VQADataError in-process; one stderr line and exit 2 from the
 scripts), and no output file is ever left half-written."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,13 +11,8 @@ from vqa_experiments.preprocess.io import atomic_h5
 from vqa_experiments.vqa_data import (VQADataError, load_codes, load_dictionary,
                                       load_embedding_init, load_questions)
 
-SCRIPTS = os.path.join(fx.REPO_ROOT, "vqa_experiments")
-
-
 def run_failing(name, *args):
-    proc = subprocess.run([sys.executable, os.path.join(SCRIPTS, name), *map(str, args)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 2, proc.stderr
+    proc = fx.run_vqa_script(name, *args, expect_rc=2)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert "Traceback" not in proc.stderr

@@ -1,7 +1,5 @@
 """Feature extraction and PQ codes by command line, on generated CLEVR/TDIUC data."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,25 +13,16 @@ from vqa_experiments.vqa_data import (dataset_files, decode_features, image_inde
                                       load_codes, load_features, load_h5_attrs, load_pq,
                                       load_questions)
 
-SCRIPTS = os.path.join(fx.REPO_ROOT, "vqa_experiments")
-
-
-def run_script(name, *args):
-    proc = subprocess.run([sys.executable, os.path.join(SCRIPTS, name), *map(str, args)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return proc
-
 
 @pytest.fixture(scope="module")
 def clevr_codes(tmp_path_factory):
     """CLEVR: ResNet-18 to layer3 at 224 (14x14 maps, as S-MAC needs), PQ for both orders."""
     root = fx.make_clevr(str(tmp_path_factory.mktemp("clevr")))
-    run_script("preprocess_clevr.py", "--data_root", root)
-    run_script("extract_image_features.py", "--dataset", "clevr", "--data_root", root,
+    fx.run_vqa_script("preprocess_clevr.py", "--data_root", root)
+    fx.run_vqa_script("extract_image_features.py", "--dataset", "clevr", "--data_root", root,
                "--arch", "resnet18", "--layer", "layer3", "--weights", "none",
                "--num_workers", "0", "--device", "cpu", "--batch_size", "16")
-    run_script("fit_pq_and_encode.py", "--dataset", "clevr", "--data_dir", root,
+    fx.run_vqa_script("fit_pq_and_encode.py", "--dataset", "clevr", "--data_dir", root,
                "--device", "cpu", "--no_progress")
     return root
 
@@ -86,9 +75,9 @@ def test_pq_training_sets():
 
 def test_tdiuc_default_backbone_and_base_init_pq(tmp_path):
     root = fx.make_tdiuc(str(tmp_path))
-    run_script("preprocess_tdiuc.py", "--data_root", root)
+    fx.run_vqa_script("preprocess_tdiuc.py", "--data_root", root)
     # The reference's ResNet-152 to layer4, at a tiny input size: 2048 channels.
-    run_script("extract_image_features.py", "--dataset", "tdiuc", "--data_root", root,
+    fx.run_vqa_script("extract_image_features.py", "--dataset", "tdiuc", "--data_root", root,
                "--weights", "none", "--image_size", "64", "--num_workers", "0",
                "--device", "cpu", "--no_progress", "--output", tmp_path / "r152.h5")
     feats, iids, names = load_features(str(tmp_path / "r152.h5"))
@@ -100,7 +89,7 @@ def test_tdiuc_default_backbone_and_base_init_pq(tmp_path):
     torch.manual_seed(3)
     import torchvision
     torch.save(torchvision.models.resnet18().state_dict(), weights)
-    run_script("extract_image_features.py", "--dataset", "tdiuc", "--data_root", root,
+    fx.run_vqa_script("extract_image_features.py", "--dataset", "tdiuc", "--data_root", root,
                "--arch", "resnet18", "--weights", weights, "--num_workers", "0",
                "--device", "cpu", "--no_progress")
     files = dataset_files(root, "tdiuc", "qtype")
@@ -113,7 +102,7 @@ def test_tdiuc_default_backbone_and_base_init_pq(tmp_path):
     with torch.no_grad():
         ref = trunk(torch.from_numpy(x.astype(np.float32).transpose(2, 0, 1)[None].copy()))
     assert np.allclose(feats[0], ref[0].permute(1, 2, 0).numpy(), atol=1e-4)
-    run_script("fit_pq_and_encode.py", "--dataset", "tdiuc", "--data_dir", root, "--order",
+    fx.run_vqa_script("fit_pq_and_encode.py", "--dataset", "tdiuc", "--data_dir", root, "--order",
                "qtype", "--pq_train_set", "base_init", "--device", "cpu", "--no_progress")
     codes, index = load_codes(files["codes"])
     assert codes.shape == (72, 7, 7, 32)

@@ -1,8 +1,6 @@
 """Question preprocessing for CLEVR and TDIUC, run by command line on generated data."""
 import collections
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,29 +11,19 @@ from vqa_experiments.vqa_data import (UNK_TOKEN, dataset_files, load_dictionary,
                                       load_embedding_init, load_h5_attrs, load_lut,
                                       load_questions, tokenize)
 
-SCRIPTS = os.path.join(fx.REPO_ROOT, "vqa_experiments")
-
-
-def run_script(name, *args, check=True):
-    proc = subprocess.run([sys.executable, os.path.join(SCRIPTS, name), *map(str, args)],
-                          capture_output=True, text=True)
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
-
 
 @pytest.fixture(scope="module")
 def clevr_prepared(tmp_path_factory):
     root = fx.make_clevr(str(tmp_path_factory.mktemp("clevr")))
     out = os.path.join(root, "prepared")
-    proc = run_script("preprocess_clevr.py", "--data_root", root, "--out_dir", out)
+    proc = fx.run_vqa_script("preprocess_clevr.py", "--data_root", root, "--out_dir", out)
     return root, out, proc
 
 
 @pytest.fixture(scope="module")
 def tdiuc_prepared(tmp_path_factory):
     root = fx.make_tdiuc(str(tmp_path_factory.mktemp("tdiuc")))
-    proc = run_script("preprocess_tdiuc.py", "--data_root", root)  # out_dir defaults to the root
+    proc = fx.run_vqa_script("preprocess_tdiuc.py", "--data_root", root)  # out_dir defaults to the root
     return root, root, proc
 
 
@@ -130,7 +118,7 @@ def test_tdiuc_tables_follow_annotation_order(tdiuc_prepared):
     emb = load_embedding_init(files["embedding"], ntoken=d.ntoken)
     assert emb.shape == (d.ntoken, 300) and emb.dtype == np.float32
     assert 0.25 < emb.std() < 0.4  # the documented N(0, 0.33^2) offline substitute
-    leftovers = [n for n in os.listdir(out) if n.endswith(".tmp")]
+    leftovers = [n for n in os.listdir(out) if ".tmp" in n]
     assert not leftovers
 
 
@@ -140,7 +128,7 @@ def test_glove_init_and_train_only_dictionary(tdiuc_prepared, tmp_path):
     glove.write_text("what " + " ".join(["0.5"] * 300) + "\n" +
                      "is " + " ".join(["-1"] * 300) + "\nzzz " + " ".join(["2"] * 300) + "\n")
     out = tmp_path / "prepared"
-    run_script("preprocess_tdiuc.py", "--data_root", root, "--out_dir", out, "--glove", glove,
+    fx.run_vqa_script("preprocess_tdiuc.py", "--data_root", root, "--out_dir", out, "--glove", glove,
                "--dictionary_splits", "train", "--seq_len", "12")
     files = dataset_files(str(out), "tdiuc")
     d = load_dictionary(files["dictionary"])

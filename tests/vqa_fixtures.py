@@ -21,11 +21,15 @@ work from any test). Functions:
   adds when ``long_question=True`` (50 tokens: truncated at both seq_len defaults).
 - ``UNKNOWN_WORD``: a word that appears only in one val question (``val_unknown_word=True``).
 - ``read_json(path)`` / ``write_json(path, obj)``: for tests that corrupt the files.
+- ``run_vqa_script(name, *args, expect_rc=0, **kwargs) -> CompletedProcess``: runs
+  ``vqa_experiments/<name>`` with ``sys.executable`` (text output captured) and asserts the exit
+  status (``expect_rc=None`` skips the check).
 
 Defaults meet spec section 10.3: CLEVR 20 train images (10% = 2 images), TDIUC 60 train images.
 """
 import json
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -78,6 +82,15 @@ TDIUC_TEMPLATES = {
     "utility_affordance": "What can the {obj} be used for?",
 }
 TDIUC_OBJECTS = ["shirt", "person", "bench", "kite", "horse", "bowl"]
+
+
+def run_vqa_script(name, *args, expect_rc=0, **kwargs):
+    script = os.path.join(REPO_ROOT, "vqa_experiments", name)
+    proc = subprocess.run([sys.executable, script, *map(str, args)], capture_output=True,
+                          text=True, **kwargs)
+    if expect_rc is not None:
+        assert proc.returncode == expect_rc, proc.stderr
+    return proc
 
 
 def read_json(path):

@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vqa_experiments.preprocess.features import (ARCHS, IMAGENET_MEAN, LAYERS,  # noqa: E402
                                                  default_device, extract_features)
-from vqa_experiments.preprocess.io import run_cli  # noqa: E402
+from vqa_experiments.preprocess.io import add_threads_arg, run_cli, set_cpu_threads  # noqa: E402
 from vqa_experiments.vqa_data import DATASETS, dataset_files  # noqa: E402
 
 
@@ -39,7 +39,9 @@ def main(argv=None):
     parser.add_argument("--device", default=default_device())
     parser.add_argument("--seed", type=int, default=0, help="init seed for --weights none")
     parser.add_argument("--no_progress", action="store_true")
+    add_threads_arg(parser)
     args = parser.parse_args(argv)
+    set_cpu_threads(args.num_threads)
     output = args.output or dataset_files(args.out_dir or args.data_root, args.dataset)["features"]
     n, h, w, c = extract_features(
         args.dataset, args.data_root, output, args.arch, args.layer, args.image_size,

@@ -10,7 +10,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vqa_experiments.preprocess.features import default_device  # noqa: E402
-from vqa_experiments.preprocess.io import run_cli  # noqa: E402
+from vqa_experiments.preprocess.io import add_threads_arg, run_cli, set_cpu_threads  # noqa: E402
 from vqa_experiments.preprocess.pq_codes import PQ_TRAIN_SETS, fit_and_encode  # noqa: E402
 from vqa_experiments.vqa_data import DATASETS, ORDERS  # noqa: E402
 
@@ -39,7 +39,9 @@ def main(argv=None):
     parser.add_argument("--device", default=default_device())
     parser.add_argument("--chunk_images", type=int, default=256)
     parser.add_argument("--no_progress", action="store_true")
+    add_threads_arg(parser)
     args = parser.parse_args(argv)
+    set_cpu_threads(args.num_threads)
     results = fit_and_encode(args.dataset, args.data_dir, list(dict.fromkeys(args.order)),
                              args.pq_train_set, args.num_codebooks, args.nbits,
                              args.max_train_vectors, args.num_classes, args.features, args.seed,

@@ -15,7 +15,7 @@ ARCH="${ARCH:-resnet18}"
 LAYER="${LAYER:-layer3}"                    # at 64 px: 4x4x256 feature maps
 IMAGE_SIZE="${IMAGE_SIZE:-64}"
 BACKBONE_STEPS="${BACKBONE_STEPS:-200}"     # Adam steps of batch 32; 0 = random frozen CNN
-NUM_THREADS="${NUM_THREADS:-0}"             # torch CPU threads for the backbone training; 0 = default
+NUM_THREADS="${NUM_THREADS:-1}"             # torch/faiss CPU threads (1 is robust on a busy 2-core box; 0 = defaults)
 NUM_CODEBOOKS="${NUM_CODEBOOKS:-32}"
 NBITS="${NBITS:-8}"
 DEVICE="${DEVICE:-cpu}"
@@ -33,7 +33,7 @@ START=${SECONDS}
     --embedding_seed "${SEED}"
 if [ "${BACKBONE_STEPS}" -gt 0 ]; then
     "${PYTHON}" "${SCRIPT_DIR}/train_easy_vqa_backbone.py" --data_root "${DATA_DIR}" \
-        --output "${BACKBONE}" --arch "${ARCH}" --image_size "${IMAGE_SIZE}" \
+        --output "${BACKBONE}" --arch "${ARCH}" --layer "${LAYER}" --image_size "${IMAGE_SIZE}" \
         --steps "${BACKBONE_STEPS}" --device "${DEVICE}" --seed "${SEED}" \
         --num_threads "${NUM_THREADS}"
     WEIGHTS="${BACKBONE}"
@@ -42,8 +42,8 @@ else
 fi
 "${PYTHON}" "${SCRIPT_DIR}/extract_image_features.py" --dataset tdiuc --data_root "${DATA_DIR}" \
     --arch "${ARCH}" --layer "${LAYER}" --image_size "${IMAGE_SIZE}" --weights "${WEIGHTS}" \
-    --num_workers 0 --device "${DEVICE}" --seed "${SEED}" --no_progress
+    --num_workers 0 --device "${DEVICE}" --seed "${SEED}" --num_threads "${NUM_THREADS}" --no_progress
 "${PYTHON}" "${SCRIPT_DIR}/fit_pq_and_encode.py" --dataset tdiuc --data_dir "${DATA_DIR}" \
     --order iid qtype --num_codebooks "${NUM_CODEBOOKS}" --nbits "${NBITS}" \
-    --device "${DEVICE}" --seed "${SEED}" --no_progress
+    --device "${DEVICE}" --seed "${SEED}" --num_threads "${NUM_THREADS}" --no_progress
 echo "easy-VQA demo data ready in ${DATA_DIR} ($((SECONDS - START)) s)"

@@ -2,10 +2,11 @@
 
 No pretrained weights exist offline, so the demo's frozen CNN is trained here for a fixed number
 of steps: each train image gets a colour label (from its ``color`` questions) and a shape label
-(from its ``object_recognition`` questions); one linear head over both label sets is trained with
-cross-entropy on each. The saved state_dict (torchvision names) is given to
-``extract_image_features.py --weights PATH``, which keeps the trunk only. Held-out accuracy on the
-``val2014`` images is printed and saved in the checkpoint.
+(from its ``object_recognition`` questions). Only the part that the demo keeps is trained: the
+ResNet trunk up to ``--layer``, then global average pooling and one linear layer over both label
+sets (cross-entropy on each). The saved state_dict (torchvision names; ``fc`` is this head) is
+given to ``extract_image_features.py --weights PATH --layer LAYER``, which keeps the trunk only.
+Held-out accuracy on the ``val2014`` images is printed and saved in the checkpoint.
 """
 import argparse
 import os
@@ -22,9 +23,10 @@ import torchvision  # noqa: E402
 
 from remind.checkpoint import save_checkpoint  # noqa: E402
 from vqa_experiments.preprocess import tdiuc  # noqa: E402
-from vqa_experiments.preprocess.features import (DEFAULTS, IMAGENET_MEAN, ImageFiles,  # noqa: E402
-                                                 default_device, list_images)
-from vqa_experiments.preprocess.io import run_cli  # noqa: E402
+from vqa_experiments.preprocess.features import (DEFAULTS, IMAGENET_MEAN, LAYERS,  # noqa: E402
+                                                 ImageFiles, default_device, list_images,
+                                                 resnet_trunk)
+from vqa_experiments.preprocess.io import add_threads_arg, run_cli, set_cpu_threads  # noqa: E402
 from vqa_experiments.vqa_data import VQADataError, read_json  # noqa: E402
 
 LABEL_TYPES = ("color", "object_recognition")
@@ -88,6 +90,8 @@ def main(argv=None):
     parser.add_argument("--data_root", required=True, help="easy-VQA in the TDIUC layout")
     parser.add_argument("--output", required=True, help="checkpoint to write (state_dict)")
     parser.add_argument("--arch", default="resnet18")
+    parser.add_argument("--layer", default="layer3", choices=LAYERS,
+                        help="last ResNet stage trained (and later kept by the extractor)")
     parser.add_argument("--image_size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch_size", type=int, default=32)
@@ -95,11 +99,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=default_device())
     parser.add_argument("--num_workers", type=int, default=0)
-    parser.add_argument("--num_threads", type=int, default=0,
-                        help="torch CPU threads (0: torch's default)")
+    add_threads_arg(parser)
     args = parser.parse_args(argv)
-    if args.num_threads > 0:
-        torch.set_num_threads(args.num_threads)
+    set_cpu_threads(args.num_threads)
 
     torch.manual_seed(args.seed)
     t0 = time.time()
@@ -111,9 +113,13 @@ def main(argv=None):
                             args.num_workers)
     sizes = [len(classes[t]) for t in LABEL_TYPES]
     try:
-        model = torchvision.models.get_model(args.arch, weights=None, num_classes=sum(sizes))
+        trunk = resnet_trunk(torchvision.models.get_model(args.arch, weights=None), args.layer)
     except ValueError as err:
         raise VQADataError(f"--arch {args.arch!r}: {err}") from None
+    with torch.no_grad():
+        channels = trunk.eval()(x_tr[:1]).shape[1]
+    fc = torch.nn.Linear(channels, sum(sizes))
+    model = torch.nn.Sequential(trunk, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), fc)
     device = torch.device(args.device)
     model = model.to(device, memory_format=torch.channels_last)
     x_tr = x_tr.contiguous(memory_format=torch.channels_last)
@@ -121,7 +127,7 @@ def main(argv=None):
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(args.seed)
     model.train()
-    for step in range(args.steps):
+    for _ in range(args.steps):
         idx = torch.randint(0, len(x_tr), (args.batch_size,), generator=gen)
         loss, _ = head_losses_and_hits(model(x_tr[idx].to(device)), y_tr[idx].to(device), sizes)
         opt.zero_grad()
@@ -135,10 +141,12 @@ def main(argv=None):
                                         y_va[s:s + 256].to(device), sizes)
             hits += h
     acc = {t: float(hits[k] / max(counts[k], 1)) for k, t in enumerate(LABEL_TYPES)}
-    save_checkpoint(args.output, {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-                                  "arch": args.arch, "image_size": args.image_size,
+    state = {**trunk.state_dict(), "fc.weight": fc.weight, "fc.bias": fc.bias}
+    save_checkpoint(args.output, {"state_dict": {k: v.detach().cpu() for k, v in state.items()},
+                                  "arch": args.arch, "layer": args.layer,
+                                  "image_size": args.image_size,
                                   "classes": classes, "val_accuracy": acc, "steps": args.steps})
-    print(f"trained {args.arch} for {args.steps} steps in {time.time() - t0:.0f} s; held-out "
+    print(f"trained {args.arch} up to {args.layer} for {args.steps} steps in {time.time() - t0:.0f} s; held-out "
           + ", ".join(f"{t} accuracy {a:.3f}" for t, a in acc.items()) + f"; wrote {args.output}")
 
 

@@ -4,6 +4,7 @@ The reference's G: a torchvision ResNet truncated after ``layer3`` (CLEVR, ResNe
 ``layer4`` (TDIUC, ResNet-152), images resized to 224x224 bicubic without crop, ImageNet
 normalisation, eval mode. Any torchvision ResNet, cut point and input size can be chosen.
 """
+import collections
 import os
 
 import numpy as np
@@ -70,12 +71,17 @@ def build_backbone(arch, layer, weights="none", seed=0):
         model = torchvision.models.get_model(arch, weights=None)
         if weights != "none":
             _load_trunk_weights(model, weights, layer)
-    names = ["conv1", "bn1", "relu", "maxpool"] + list(LAYERS[:LAYERS.index(layer) + 1])
-    trunk = nn.Sequential(*[getattr(model, n) for n in names])
+    trunk = resnet_trunk(model, layer)
     trunk.eval()
     for p in trunk.parameters():
         p.requires_grad_(False)
     return trunk
+
+
+def resnet_trunk(model, layer):
+    """conv1 ... ``layer`` of a torchvision ResNet as a Sequential with torchvision's names."""
+    names = ["conv1", "bn1", "relu", "maxpool"] + list(LAYERS[:LAYERS.index(layer) + 1])
+    return nn.Sequential(collections.OrderedDict((n, getattr(model, n)) for n in names))
 
 
 def _load_trunk_weights(model, path, layer):
