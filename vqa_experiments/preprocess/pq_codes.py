@@ -44,7 +44,10 @@ def pq_train_images(train, image_index, order, train_set, num_classes):
             distinct = np.unique(rows)
             return distinct[:int(IID_PQ_FRACTION * len(distinct))]
         return np.unique(rows[train["qtypeidx"] == 0])
-    keep = np.flatnonzero((train["aidx"] < num_classes))
+    keep = np.flatnonzero(train["aidx"] < num_classes)
+    if len(keep) == 0:
+        raise VQADataError(f"no train question has an answer index below --num_classes "
+                           f"{num_classes}")
     perm = keep[stream_order(train["qtypeidx"][keep], order)]
     first = stream_boundaries(train["qtypeidx"][perm], order)[0]
     return np.unique(rows[perm[:first]])
