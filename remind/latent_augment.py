@@ -3,7 +3,8 @@
 ``random_resized_crop`` draws the reference's crop parameters (scale and log-uniform aspect ratio,
 10 tries, then the center-crop fallback) for every tensor of the batch in one go, and writes
 "crop, then bilinear resize back with align_corners=False" as two small interpolation matrices per
-tensor: out = Ry @ x @ Rx^T. That equals ``F.interpolate`` on each crop (up to float rounding)
+tensor: out = Ry @ x @ Rx^T (for small maps, as one matrix kron(Ry, Rx) on the flattened map, a
+single batched matrix product). That equals ``F.interpolate`` on each crop (up to float rounding)
 with no Python loop over tensors.
 """
 import math
@@ -67,12 +68,29 @@ def _interpolation_matrix(start, length, out_size, in_size, dtype):
     return mat.to(dtype)
 
 
+# Up to this many positions per map, the crop is one matrix product per map (see resized_crop).
+KRON_MAX_POSITIONS = 64
+
+
 def resized_crop(x, top, left, h, w):
-    """Crop each map of x [n, C, H, W] to its box and resize it back to H x W (bilinear)."""
-    _, _, height, width = x.shape
-    ry = _interpolation_matrix(top, h, height, height, x.dtype)
-    rx = _interpolation_matrix(left, w, width, width, x.dtype)
-    return torch.einsum("nij,ncjk,nlk->ncil", ry, x, rx)
+    """Crop each map of x [n, C, H, W] to its box and resize it back to H x W (bilinear).
+
+    x may be any strided view, e.g. channels-last decoded codes viewed as NCHW. For small maps
+    (H * W <= 64, e.g. 7 x 7) the two resizes become one [HW, HW] matrix per map,
+    kron(Ry, Rx), and the crop is a single batched matrix product that also writes the result
+    in contiguous NCHW order whatever x's layout; larger maps keep the separable form.
+    """
+    n, c, height, width = x.shape
+    if height * width > KRON_MAX_POSITIONS:
+        ry = _interpolation_matrix(top, h, height, height, x.dtype)
+        rx = _interpolation_matrix(left, w, width, width, x.dtype)
+        return torch.einsum("nij,ncjk,nlk->ncil", ry, x, rx)
+    ry = _interpolation_matrix(top, h, height, height, torch.float64)
+    rx = _interpolation_matrix(left, w, width, width, torch.float64)
+    # kron[n, i*W + l, j*W + k] = ry[n, i, j] * rx[n, l, k]
+    kron = (ry[:, :, None, :, None] * rx[:, None, :, None, :]).reshape(n, height * width, height * width)
+    out = torch.bmm(x.flatten(2), kron.to(x.dtype).transpose(1, 2))  # [n, C, HW]
+    return out.view(n, c, height, width)
 
 
 def random_resized_crop(x, scale=(2 / 7, 1.0), ratio=(3 / 4, 4 / 3), generator=None):

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as nnf
 
 from remind.latent_augment import mixup_pairs, random_resized_crop
+from remind.quantizer import intra_op_threads
 from remind.schedule import per_class_lr
 
 
@@ -61,6 +62,9 @@ class REMINDModel:
         self._aug_gen = torch.Generator(device=self.device)
         self._aug_gen.manual_seed(int(seed))
         self._timer = None  # benchmarks set a callable(stage_name) -> context manager
+        # CPU threads for the small stages of a step (sample, decode, augment: a few ms of work
+        # next to F's hundreds); None keeps torch's setting. See quantizer.intra_op_threads.
+        self.small_stage_threads = 1
 
     # ------------------------------------------------------------------------ features
     @torch.no_grad()
@@ -88,25 +92,34 @@ class REMINDModel:
             raise ValueError(f"label {label} is outside [0, {self.num_classes})")
         codes = codes.to(self.device)
         new_label = torch.tensor([label], device=self.device)
-        # 1-2. Replay indices: uniform, without replacement (twice as many when mixing pairs).
-        with self._stage("sample"):
-            slots = self.buffer.sample(cfg.num_replay * (2 if cfg.mixup else 1))
-            batch_codes = torch.cat([codes.unsqueeze(0), self.buffer.codes[slots]])
-            labels = torch.cat([new_label, self.buffer.labels[slots]])
-        # 3. Decode the new and replayed codes.
-        with self._stage("decode"):
-            x = self.quantizer.decode_maps(batch_codes)
-        # 4-5. Latent crops on every tensor, then mixup of the replayed ones (never the new one).
-        with self._stage("augment"):
-            if cfg.latent_crops:
-                x = random_resized_crop(x, cfg.crop_scale, cfg.crop_ratio, generator=self._aug_gen)
-            lam, labels_b = 1.0, None
-            if cfg.mixup and len(slots) >= 2:
-                lam = float(self._mix_rng.beta(cfg.mixup_alpha, cfg.mixup_alpha)) if cfg.mixup_alpha > 0 else 1.0
-                mixed, labels_a, labels_b = mixup_pairs(x[1:], labels[1:], lam)
-                x = torch.cat([x[:1], mixed])
-                labels_b = torch.cat([new_label, labels_b])
-                labels = torch.cat([new_label, labels_a])
+        with intra_op_threads(self.small_stage_threads, self.device):
+            # 1-2. Replay indices: uniform, without replacement (twice as many when mixing pairs).
+            with self._stage("sample"):
+                slots = self.buffer.sample(cfg.num_replay * (2 if cfg.mixup else 1))
+                # index_select: one row copy per item (advanced indexing is ~15x slower on the CPU).
+                batch_codes = torch.cat([codes.unsqueeze(0), self.buffer.codes.index_select(0, slots)])
+                labels = torch.cat([new_label, self.buffer.labels.index_select(0, slots)])
+            # 3. Decode the new and replayed codes.
+            with self._stage("decode"):
+                if cfg.latent_crops:
+                    # Decoded channels-last [N, H, W, C], viewed as NCHW without a copy: the crop's
+                    # matrix product below writes contiguous NCHW, so no separate transpose pass.
+                    x = self.quantizer.decode(batch_codes).permute(0, 3, 1, 2)
+                else:
+                    x = self.quantizer.decode_maps(batch_codes)
+            # 4-5. Latent crops on every tensor, then mixup of the replayed ones (never the new one).
+            with self._stage("augment"):
+                if cfg.latent_crops:
+                    x = random_resized_crop(x, cfg.crop_scale, cfg.crop_ratio,
+                                            generator=self._aug_gen).contiguous()
+                lam, labels_b = 1.0, None
+                if cfg.mixup and len(slots) >= 2:
+                    lam = (float(self._mix_rng.beta(cfg.mixup_alpha, cfg.mixup_alpha))
+                           if cfg.mixup_alpha > 0 else 1.0)
+                    mixed, labels_a, labels_b = mixup_pairs(x[1:], labels[1:], lam)
+                    x = torch.cat([x[:1], mixed])
+                    labels_b = torch.cat([new_label, labels_b])
+                    labels = torch.cat([new_label, labels_a])
         # 6. One SGD step at the class's learning rate, on the mean loss of the batch.
         with self._stage("update_f"):
             lr = self.lr_for(label)

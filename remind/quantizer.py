@@ -5,6 +5,7 @@ copies features or codes to the host. The codes equal faiss ``compute_codes`` (a
 squared distance per sub-space) except at exact near-ties, where float rounding may pick the other
 of two equidistant centroids.
 """
+import contextlib
 import warnings
 
 import numpy as np
@@ -13,6 +14,30 @@ import torch
 
 class QuantizerError(ValueError):
     """Invalid quantizer configuration or training data."""
+
+
+@contextlib.contextmanager
+def intra_op_threads(n, device="cpu"):
+    """Run the block with at most ``n`` torch intra-op CPU threads (a no-op for None or CUDA).
+
+    For work of a few milliseconds, threads gain little, and on a shared CPU each parallel region
+    can wait a whole scheduler time slice for a descheduled worker thread (measured here: about
+    12 ms per region at load 5 on 2 cores). The same kernels run either way, so the results do not
+    change. Switching the count is cheap (well under a microsecond).
+    """
+    prev = torch.get_num_threads()
+    if n is None or prev <= n or torch.device(device).type != "cpu":
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
+# Encoding at most this many vectors (one 7 x 7 map is 49) runs on one CPU thread.
+SERIAL_ENCODE_MAX_VECTORS = 1024
 
 
 def _code_dtype(nbits):
@@ -95,11 +120,13 @@ class ProductQuantizer:
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.M, self.dsub).to(self.centroids.device, torch.float32)
         out = torch.empty(flat.shape[0], self.M, dtype=torch.int64, device=flat.device)
-        for s in range(0, flat.shape[0], chunk):
-            sub = flat[s:s + chunk].transpose(0, 1)  # [M, n, dsub]
-            # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin.
-            dist = self._sq_norms.unsqueeze(1) - 2.0 * torch.bmm(sub, self.centroids.transpose(1, 2))
-            out[s:s + chunk] = dist.argmin(-1).transpose(0, 1)
+        small = flat.shape[0] <= SERIAL_ENCODE_MAX_VECTORS
+        with intra_op_threads(1 if small else None, flat.device):
+            for s in range(0, flat.shape[0], chunk):
+                sub = flat[s:s + chunk].transpose(0, 1)  # [M, n, dsub]
+                # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin.
+                dist = self._sq_norms.unsqueeze(1) - 2.0 * torch.bmm(sub, self.centroids.transpose(1, 2))
+                out[s:s + chunk] = dist.argmin(-1).transpose(0, 1)
         return out.to(self.code_dtype).reshape(*lead, self.M).to(x.device)
 
     def decode(self, codes):
@@ -109,9 +136,10 @@ class ProductQuantizer:
             raise QuantizerError(f"codes have {codes.shape[-1]} sub-codes, quantizer expects {self.M}")
         lead = codes.shape[:-1]
         idx = codes.reshape(-1, self.M).to(self.centroids.device).long()
-        # Flat gather from the [M * ksub, dsub] table: row m * ksub + code.
+        # Flat gather from the [M * ksub, dsub] table: row m * ksub + code. index_select copies
+        # whole rows (about 10x faster on the CPU than advanced indexing, same values).
         offsets = torch.arange(self.M, device=idx.device) * self.ksub
-        rec = self.centroids.reshape(-1, self.dsub)[idx + offsets]
+        rec = self.centroids.reshape(-1, self.dsub).index_select(0, (idx + offsets).reshape(-1))
         return rec.reshape(*lead, self.d).to(codes.device)
 
     def encode_maps(self, maps):

@@ -1,0 +1,30 @@
+"""Smoke test of the core benchmark: `benchmarks/streaming_step.py --quick` runs and prints its tables."""
+import json
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "streaming_step.py"
+
+
+def test_quick_benchmark_prints_the_tables(tmp_path):
+    out_json = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--threads", "1", "--json", str(out_json)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    for needle in ("per step (ms)", "encode (new map)", "sample + gather", "decode (101 maps)",
+                   "augment (crop + mixup)", "F fwd + bwd + step", "buffer add (+ evict)",
+                   "total step", "non-F share", "sample(100)+add (us)", "memory ratio",
+                   "sample+evict 5k vs 2k", "reference approach vs ours",
+                   "latent crops, 51 maps", "latent crops, 101 maps", "list.remove on a 959,665-item list"):
+        assert needle in out, f"{needle!r} missing from the benchmark output:\n{out}"
+    res = json.loads(out_json.read_text())
+    assert [e["size"] for e in res["per_size"]] == [2000, 5000]
+    for e in res["per_size"]:
+        med = e["streaming"]["median_s"]
+        assert med["update_f"] > 0 and med["total"] >= med["update_f"]
+        assert e["memory_ratio"] >= 1.0
+    assert {r["what"] for r in res["reference"]} >= {"latent crops, 51 maps", "latent crops, 101 maps"}

@@ -1,0 +1,78 @@
+"""The streaming step's fast paths compute what the plain formulations compute."""
+import torch
+import torch.nn.functional as nnf
+
+from remind.latent_augment import KRON_MAX_POSITIONS, resized_crop, sample_crop_boxes
+from remind.model import REMINDModel, StreamingConfig
+from remind.networks import build_resnet18_split
+from remind.quantizer import ProductQuantizer, intra_op_threads
+from remind.replay_buffer import ReplayBuffer
+
+
+def per_tensor_crops(x, top, left, h, w):
+    return torch.stack([
+        nnf.interpolate(x[i:i + 1, :, t:t + hh, l:l + ww], size=x.shape[2:], mode="bilinear",
+                        align_corners=False)[0]
+        for i, (t, l, hh, ww) in enumerate(zip(top.tolist(), left.tolist(), h.tolist(), w.tolist()))])
+
+
+def test_large_maps_take_the_separable_path_and_match_interpolate():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 3, 9, 9, generator=g)
+    assert 9 * 9 > KRON_MAX_POSITIONS
+    boxes = sample_crop_boxes(16, 9, 9, generator=g)
+    torch.testing.assert_close(resized_crop(x, *boxes), per_tensor_crops(x, *boxes), rtol=1e-5, atol=1e-5)
+
+
+def test_crop_of_a_channels_last_view_equals_crop_of_contiguous_maps():
+    g = torch.Generator().manual_seed(1)
+    nhwc = torch.randn(20, 7, 7, 6, generator=g)
+    view = nhwc.permute(0, 3, 1, 2)  # what fit_sample hands to the crop
+    boxes = sample_crop_boxes(20, 7, 7, generator=g)
+    out = resized_crop(view, *boxes)
+    assert out.is_contiguous()
+    torch.testing.assert_close(out, resized_crop(view.contiguous(), *boxes), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out, per_tensor_crops(view.contiguous(), *boxes), rtol=1e-5, atol=1e-5)
+
+
+def test_intra_op_threads_restores_the_setting():
+    prev = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with intra_op_threads(1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with intra_op_threads(None):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(prev)
+
+
+def test_single_threaded_small_stages_give_bit_identical_steps():
+    g = torch.Generator().manual_seed(2)
+    pq = ProductQuantizer.from_state_dict(
+        {"d": 512, "num_codebooks": 32, "nbits": 8, "centroids": torch.rand(32, 256, 16, generator=g)})
+    maps = torch.rand(8, 512, 4, 4, generator=g)
+    fill = torch.randint(0, 256, (60, 4, 4, 32), dtype=torch.uint8, generator=g)
+    fill_labels = torch.randint(0, 5, (60,), generator=g)
+
+    def run(threads):
+        torch.manual_seed(0)
+        _, f = build_resnet18_split(num_classes=5)
+        buf = ReplayBuffer((4, 4, 32), capacity=60, seed=0)
+        buf.add_batch(fill, fill_labels, torch.arange(60))
+        model = REMINDModel(None, f, pq, buf, 5, StreamingConfig(num_replay=10), seed=0)
+        model.small_stage_threads = threads
+        codes = pq.encode_maps(maps)
+        losses = [float(model.fit_sample(codes[i], i % 5, 100 + i)) for i in range(len(maps))]
+        return losses, f.state_dict()
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        (la, sa), (lb, sb) = run(1), run(None)
+    finally:
+        torch.set_num_threads(prev)
+    assert la == lb
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
