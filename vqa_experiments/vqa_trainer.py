@@ -85,6 +85,7 @@ CONFIG_DEFAULTS = {
     "test_interval": 8,
     "num_rehearsal_samples": 50,
     "train_on": "valid",          # 'valid': keep train questions with aidx < num_classes; 'full': all
+    "data_subset": 1.0,           # keep the first int(N * data_subset) train rows (file order), as the reference
     "test_on": "full",            # 'full': every val question; 'valid': only aidx < num_classes
     "ema_decay": 0.999,
 }
@@ -182,6 +183,8 @@ def _check_config(cfg, path):
     for key in ("num_classes", "num_types"):
         if cfg[key] is not None and (not isinstance(cfg[key], int) or cfg[key] < 1):
             raise TrainerError(f"config: {key!r} must be a positive integer or null, got {cfg[key]!r}")
+    if not isinstance(cfg["data_subset"], (int, float)) or not 0 < cfg["data_subset"] <= 1:
+        raise TrainerError(f"config: 'data_subset' must be in (0, 1], got {cfg['data_subset']!r}")
     if cfg["train_on"] not in ("valid", "full") or cfg["test_on"] not in ("valid", "full"):
         raise TrainerError("config: 'train_on' and 'test_on' must be 'valid' or 'full'")
 
@@ -217,7 +220,13 @@ class VQAStreamData:
         self.feat_dim = int(self.pq.d)
         if cfg["model"] == "s_mac" and self.map_shape[0] != self.map_shape[1]:
             raise TrainerError(f"{files['codes']}: S-MAC needs square feature maps, got {self.map_shape}")
-        # Training rows kept as in the reference ('valid': answers inside the classifier).
+        # Training rows kept as in the reference: the first int(N * data_subset) rows of the file, then
+        # ('valid') those whose answer is inside the classifier.
+        n_file = len(train["qid"])
+        n_keep = int(n_file * cfg["data_subset"])
+        if n_keep < n_file:
+            train = {k: v[:n_keep] for k, v in train.items()}
+            log(f"data_subset {cfg['data_subset']}: the first {n_keep} of {n_file} train questions")
         aidx = train["aidx"].astype(np.int64)
         if cfg["train_on"] == "valid":
             keep = (aidx >= 0) & (aidx < self.num_classes)
@@ -358,7 +367,10 @@ class Trainer:
         for p in emb.parameters():
             p.requires_grad_(not freeze)
         self.model = model.to(self.device)
-        self.optimizer = torch.optim.Adamax([p for p in self.model.parameters() if p.requires_grad], lr=cfg["lr"])
+        # Adamax with the reference's defaults (betas 0.9/0.999, eps 1e-8, no weight decay); the
+        # multi-tensor implementation is the same update, faster for small models on the CPU.
+        self.optimizer = torch.optim.Adamax([p for p in self.model.parameters() if p.requires_grad], lr=cfg["lr"],
+                                            foreach=True)
         self.ema = None
         if self.args.use_exponential_averaging:
             self.ema = copy.deepcopy(self.model)
@@ -370,7 +382,8 @@ class Trainer:
 
     def train_step(self, idx):
         q, v, ql, y = self.data.batch("train", idx)
-        self.model.train()
+        if not self.model.training:
+            self.model.train()
         loss = F.cross_entropy(self.model(q, v, ql), y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
