@@ -184,3 +184,16 @@ def test_clear_errors(data, tmp_path):
     with pytest.raises(vqa_trainer.TrainerError, match="config not found"):
         run_inproc(["--config", "no_such_config", "--data_dir", data["clevr"], "--data_order", "iid",
                     "--save_dir", str(tmp_path / "e5")])
+
+
+def test_resume_growing_subsets_with_ema(data, tmp_path):
+    """--full (a fresh model per boundary) and the EMA copy also resume exactly."""
+    common = ["--config", data["cfg"]["smac"], "--data_dir", data["clevr"], "--data_order", "qtype", "--full",
+              "--max_epochs", "2", "--use_exponential_averaging", "--no_predictions", "--seed", "2"]
+    full, parts = str(tmp_path / "full"), str(tmp_path / "parts")
+    assert run_inproc(common + ["--save_dir", full]) == 0
+    for stop in (3, 12):  # inside the first prefix, then inside a later one
+        assert run_inproc(common + ["--save_dir", parts, "--resume", "--stop_after_steps", str(stop)]) == 0
+    assert run_inproc(common + ["--save_dir", parts, "--resume"]) == 0
+    a, b = results(full), results(parts)
+    assert len(a["evaluations"]) == 5 and a["evaluations"] == b["evaluations"]
