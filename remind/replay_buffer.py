@@ -6,7 +6,8 @@ item ids and the per-class bookkeeping live on the host, where the eviction deci
 without ever reading the device.
 
 Eviction (the reference rule): when full, remove a uniformly random item of the class that holds
-the most items (ties broken uniformly at random), then insert. Classes are kept in buckets by item
+the most items (ties broken uniformly at random), then insert. ``eviction="oldest"`` removes that
+class's oldest item (smallest item id) instead: a working version of the VQA code's ``queue``. Classes are kept in buckets by item
 count; since an add or an eviction changes one count by one, the largest count moves by at most one
 and every operation is O(1) amortized, with no scan over items or classes.
 """
@@ -50,10 +51,15 @@ class _GrowableInt:
 
 
 class ReplayBuffer:
+    EVICTIONS = ("random", "oldest")
+
     def __init__(self, code_shape, capacity=None, device="cpu", code_dtype=torch.uint8, seed=0,
-                 initial_allocation=1024):
+                 initial_allocation=1024, eviction="random"):
         if capacity is not None and int(capacity) < 1:
             raise ReplayBufferError(f"buffer capacity must be a positive number of items or None, got {capacity}")
+        if eviction not in self.EVICTIONS:
+            raise ReplayBufferError(f"eviction must be one of {self.EVICTIONS}, got {eviction!r}")
+        self.eviction = eviction
         self.code_shape = None if code_shape is None else tuple(int(s) for s in code_shape)
         self.capacity = None if capacity is None else int(capacity)
         self.device = torch.device(device)
@@ -133,10 +139,14 @@ class ReplayBuffer:
         self._bucket_move(label, slots.n + 1, slots.n)
 
     def _choose_eviction(self):
-        """A uniformly random slot of a uniformly random class among those holding the most items."""
+        """A slot of a uniformly random class among those holding the most items: a uniformly
+        random one, or (eviction="oldest") the one with the smallest item id, O(class size)."""
         bucket = self._buckets[self._max_count]
         label = bucket[int(self._host_rng.integers(len(bucket)))] if len(bucket) > 1 else bucket[0]
         slots = self._class_slots[label]
+        if self.eviction == "oldest":
+            members = torch.from_numpy(slots.values().astype(np.int64))
+            return int(members[torch.argmin(self.item_ids[members])]), label
         slot = int(slots.data[int(self._host_rng.integers(slots.n))])
         return slot, label
 

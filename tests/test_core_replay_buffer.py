@@ -117,3 +117,14 @@ def test_unbounded_growth_ids_only_and_memory():
     other = ReplayBuffer((1, 1, 1))
     with pytest.raises(ReplayBufferError, match="shape"):
         other.load_state_dict(full.state_dict())
+
+
+def test_oldest_eviction_removes_the_largest_class_oldest_item():
+    shape = (1,)
+    buf = ReplayBuffer(shape, capacity=6, eviction="oldest")
+    for i, y in enumerate([0, 1, 0, 0, 1, 2]):
+        buf.add(torch.zeros(shape, dtype=torch.uint8), y, i)
+    assert buf.add(torch.zeros(shape, dtype=torch.uint8), 3, 6) == 0  # class 0 is largest; id 0 oldest
+    assert buf.add(torch.zeros(shape, dtype=torch.uint8), 3, 7) in (1, 2)  # classes 0 and 1 tie at 2
+    with pytest.raises(ReplayBufferError, match="eviction"):
+        ReplayBuffer(shape, eviction="lifo")

@@ -144,7 +144,11 @@ def test_offline_and_growing_subsets(data, tmp_path):
 
 
 def test_queue_buffer_evicts_the_oldest_of_the_largest_class():
-    buf = vqa_trainer.QueueReplayBuffer(None, capacity=4, seed=0)
+    import argparse
+
+    args = argparse.Namespace(rehearsal_mode="limited_buffer", max_buffer_size=4, seed=0,
+                              buffer_replacement_strategy="queue")
+    buf = vqa_trainer.make_buffer(args)
     for item, label in enumerate([0, 0, 1, 0]):
         buf.add(None, label, item)
     assert buf.add(None, 1, 4) == 0      # class 0 (items 0, 1, 3) is the largest: its oldest goes

@@ -296,31 +296,12 @@ class VQAStreamData:
 
 
 # ------------------------------------------------------------------------------------ replay buffer
-class QueueReplayBuffer(ReplayBuffer):
-    """The class-balanced buffer of ``remind.replay_buffer`` whose eviction takes the *oldest*
-    item (earliest stream position, i.e. smallest item id) of the largest class; a working version
-    of the reference's ``queue`` strategy (which never deleted anything). Ties between equally large
-    classes are broken as in the core (uniformly at random)."""
-
-    _NEEDED = ("_buckets", "_max_count", "_class_slots", "_host_rng")
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        if not all(hasattr(self, name) for name in self._NEEDED):
-            raise TrainerError("--buffer_replacement_strategy queue needs the class bookkeeping of "
-                               "remind.replay_buffer.ReplayBuffer, which this version lacks")
-
-    def _choose_eviction(self):
-        bucket = self._buckets[self._max_count]
-        label = bucket[int(self._host_rng.integers(len(bucket)))] if len(bucket) > 1 else bucket[0]
-        slots = torch.from_numpy(self._class_slots[label].values().astype(np.int64))
-        return int(slots[torch.argmin(self.item_ids[slots])]), label
-
-
 def make_buffer(args):
     if args.rehearsal_mode == "limited_buffer":
-        cls = QueueReplayBuffer if args.buffer_replacement_strategy == "queue" else ReplayBuffer
-        return cls(None, capacity=args.max_buffer_size, device="cpu", seed=args.seed)
+        # "queue" evicts the oldest item of the largest class (the reference's never evicted).
+        eviction = "oldest" if args.buffer_replacement_strategy == "queue" else "random"
+        return ReplayBuffer(None, capacity=args.max_buffer_size, device="cpu", seed=args.seed,
+                            eviction=eviction)
     return ReplayBuffer(None, capacity=None, device="cpu", seed=args.seed)
 
 
