@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as nnf
 
 import remind  # noqa: F401  (torchvision compatibility on CPU-only torch)
-from remind.latent_augment import random_resized_crop
+from remind.latent_augment import random_resized_crop, random_resized_crop_and_mix
 from remind.model import REMINDModel, StreamingConfig
 from remind.networks import build_resnet18_split
 from remind.quantizer import ProductQuantizer, intra_op_threads
@@ -342,6 +342,21 @@ def bench_reference(args, device, model, big_buffer, reps):
         ours = _time(lambda: random_resized_crop(x, generator=model._aug_gen), reps, sync)
         rows.append({"what": f"latent crops, {n} maps", "reference": f"{n} x F.interpolate",
                      "ours": "batched crop", "ref_s": ref, "ours_s": ours})
+    # The whole augment stage: crops of 1 + 100 maps, then mixup of the 100 into 50, batch of 51.
+    lam = 0.3
+
+    def ref_crop_mix():
+        crops = reference_crops(x)
+        out = torch.empty(1 + NUM_REPLAY, C, H, W, device=device)
+        out[0] = crops[0]
+        out[1:] = lam * crops[1:1 + NUM_REPLAY] + (1 - lam) * crops[1 + NUM_REPLAY:]
+        return out
+
+    rows.append({"what": f"crops + mixup, {n} maps -> {1 + NUM_REPLAY}",
+                 "reference": f"{n} x F.interpolate, then mix", "ours": "crop and mix, fused",
+                 "ref_s": _time(ref_crop_mix, reps, sync),
+                 "ours_s": _time(lambda: random_resized_crop_and_mix(x, lam, 1, generator=model._aug_gen),
+                                 reps, sync)})
 
     # 2. Replay gather from the largest buffer: a dict of per-item arrays vs one contiguous array.
     size = len(big_buffer)

@@ -85,12 +85,16 @@ def resized_crop(x, top, left, h, w):
         ry = _interpolation_matrix(top, h, height, height, x.dtype)
         rx = _interpolation_matrix(left, w, width, width, x.dtype)
         return torch.einsum("nij,ncjk,nlk->ncil", ry, x, rx)
-    ry = _interpolation_matrix(top, h, height, height, torch.float64)
-    rx = _interpolation_matrix(left, w, width, width, torch.float64)
-    # kron[n, i*W + l, j*W + k] = ry[n, i, j] * rx[n, l, k]
-    kron = (ry[:, :, None, :, None] * rx[:, None, :, None, :]).reshape(n, height * width, height * width)
+    kron = _crop_matrices(top, left, h, w, height, width)
     out = torch.bmm(x.flatten(2), kron.to(x.dtype).transpose(1, 2))  # [n, C, HW]
     return out.view(n, c, height, width)
+
+
+def _crop_matrices(top, left, h, w, height, width):
+    """float64 [n, HW, HW]: kron[n, i*W + l, j*W + k] = Ry[n, i, j] * Rx[n, l, k]."""
+    ry = _interpolation_matrix(top, h, height, height, torch.float64)
+    rx = _interpolation_matrix(left, w, width, width, torch.float64)
+    return (ry[:, :, None, :, None] * rx[:, None, :, None, :]).reshape(-1, height * width, height * width)
 
 
 def random_resized_crop(x, scale=(2 / 7, 1.0), ratio=(3 / 4, 4 / 3), generator=None):
@@ -98,6 +102,32 @@ def random_resized_crop(x, scale=(2 / 7, 1.0), ratio=(3 / 4, 4 / 3), generator=N
     top, left, h, w = sample_crop_boxes(x.shape[0], x.shape[2], x.shape[3], scale, ratio,
                                         generator=generator, device=x.device)
     return resized_crop(x, top, left, h, w)
+
+
+def random_resized_crop_and_mix(x, lam, keep=1, scale=(2 / 7, 1.0), ratio=(3 / 4, 4 / 3),
+                                generator=None):
+    """Crop every map like random_resized_crop (same boxes, same random draws), then keep the first
+    ``keep`` maps as they are and mix the rest pairwise like mixup_pairs: returns the contiguous
+    batch [crops[:keep], lam * crops[a] + (1 - lam) * crops[b]] of keep + (n - keep) // 2 maps.
+
+    For small maps the mixing weights are folded into the crop matrices, so the crops of a pair and
+    their mix are two batched matrix products writing straight into the output: no separate crop
+    batch, mixing passes or concatenation (same values up to float rounding).
+    """
+    n, c, height, width = x.shape
+    top, left, h, w = sample_crop_boxes(n, height, width, scale, ratio, generator=generator, device=x.device)
+    half = (n - keep) // 2
+    a, b = slice(keep, keep + half), slice(keep + half, keep + 2 * half)
+    if height * width > KRON_MAX_POSITIONS:
+        crops = resized_crop(x, top, left, h, w)
+        return torch.cat([crops[:keep], lam * crops[a] + (1.0 - lam) * crops[b]]).contiguous()
+    kron = _crop_matrices(top, left, h, w, height, width)
+    flat = x.flatten(2)
+    out = torch.empty(keep + half, c, height * width, dtype=x.dtype, device=x.device)
+    torch.bmm(flat[:keep], kron[:keep].to(x.dtype).transpose(1, 2), out=out[:keep])
+    torch.bmm(flat[a], (lam * kron[a]).to(x.dtype).transpose(1, 2), out=out[keep:])
+    out[keep:].baddbmm_(flat[b], ((1.0 - lam) * kron[b]).to(x.dtype).transpose(1, 2))
+    return out.view(keep + half, c, height, width)
 
 
 def mixup_pairs(x, labels, lam):

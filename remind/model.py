@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 
-from remind.latent_augment import mixup_pairs, random_resized_crop
+from remind.latent_augment import mixup_pairs, random_resized_crop, random_resized_crop_and_mix
 from remind.quantizer import intra_op_threads
 from remind.schedule import per_class_lr
 
@@ -109,17 +109,24 @@ class REMINDModel:
                     x = self.quantizer.decode_maps(batch_codes)
             # 4-5. Latent crops on every tensor, then mixup of the replayed ones (never the new one).
             with self._stage("augment"):
-                if cfg.latent_crops:
-                    x = random_resized_crop(x, cfg.crop_scale, cfg.crop_ratio,
-                                            generator=self._aug_gen).contiguous()
                 lam, labels_b = 1.0, None
-                if cfg.mixup and len(slots) >= 2:
+                mix = cfg.mixup and len(slots) >= 2
+                if mix:
                     lam = (float(self._mix_rng.beta(cfg.mixup_alpha, cfg.mixup_alpha))
                            if cfg.mixup_alpha > 0 else 1.0)
-                    mixed, labels_a, labels_b = mixup_pairs(x[1:], labels[1:], lam)
-                    x = torch.cat([x[:1], mixed])
-                    labels_b = torch.cat([new_label, labels_b])
-                    labels = torch.cat([new_label, labels_a])
+                if cfg.latent_crops and mix:
+                    # Crops and mixup in one go (the mix folded into the crop matrices).
+                    x = random_resized_crop_and_mix(x, lam, 1, cfg.crop_scale, cfg.crop_ratio,
+                                                    generator=self._aug_gen)
+                elif cfg.latent_crops:
+                    x = random_resized_crop(x, cfg.crop_scale, cfg.crop_ratio,
+                                            generator=self._aug_gen).contiguous()
+                elif mix:
+                    x = torch.cat([x[:1], mixup_pairs(x[1:], labels[1:], lam)[0]])
+                if mix:  # labels as mixup_pairs pairs them: first half with second half
+                    half = (len(labels) - 1) // 2
+                    labels_b = torch.cat([new_label, labels[1 + half:1 + 2 * half]])
+                    labels = torch.cat([new_label, labels[1:1 + half]])
         # 6. One SGD step at the class's learning rate, on the mean loss of the batch.
         with self._stage("update_f"):
             lr = self.lr_for(label)

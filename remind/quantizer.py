@@ -125,7 +125,9 @@ class ProductQuantizer:
             for s in range(0, flat.shape[0], chunk):
                 sub = flat[s:s + chunk].transpose(0, 1)  # [M, n, dsub]
                 # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin.
-                dist = self._sq_norms.unsqueeze(1) - 2.0 * torch.bmm(sub, self.centroids.transpose(1, 2))
+                # baddbmm fuses the scale and add into the product (same values, one pass).
+                dist = torch.baddbmm(self._sq_norms.unsqueeze(1), sub, self.centroids.transpose(1, 2),
+                                     alpha=-2.0)
                 out[s:s + chunk] = dist.argmin(-1).transpose(0, 1)
         return out.to(self.code_dtype).reshape(*lead, self.M).to(x.device)
 

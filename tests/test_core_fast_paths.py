@@ -2,7 +2,10 @@
 import torch
 import torch.nn.functional as nnf
 
-from remind.latent_augment import KRON_MAX_POSITIONS, resized_crop, sample_crop_boxes
+import pytest
+
+from remind.latent_augment import (KRON_MAX_POSITIONS, mixup_pairs, random_resized_crop,
+                                   random_resized_crop_and_mix, resized_crop, sample_crop_boxes)
 from remind.model import REMINDModel, StreamingConfig
 from remind.networks import build_resnet18_split
 from remind.quantizer import ProductQuantizer, intra_op_threads
@@ -33,6 +36,18 @@ def test_crop_of_a_channels_last_view_equals_crop_of_contiguous_maps():
     assert out.is_contiguous()
     torch.testing.assert_close(out, resized_crop(view.contiguous(), *boxes), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(out, per_tensor_crops(view.contiguous(), *boxes), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size,count", [(7, 101), (7, 12), (9, 11), (2, 7)])
+def test_fused_crop_and_mix_equals_crop_then_mixup(size, count):
+    x = torch.randn(count, 8, size, size, generator=torch.Generator().manual_seed(3))
+    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    crops = random_resized_crop(x, generator=g1)
+    mixed, _, _ = mixup_pairs(crops[1:], torch.arange(count - 1), 0.3)
+    out = random_resized_crop_and_mix(x, 0.3, keep=1, generator=g2)
+    assert out.is_contiguous() and out.shape == (1 + (count - 1) // 2, 8, size, size)
+    torch.testing.assert_close(out, torch.cat([crops[:1], mixed]), rtol=1e-5, atol=1e-5)
+    assert torch.equal(g1.get_state(), g2.get_state())  # the same random draws
 
 
 def test_intra_op_threads_restores_the_setting():
