@@ -9,7 +9,7 @@ Example (REMIND vs fine-tuning, three seeds each):
 
 prints one row per evaluation point (classes seen) with the mean seen-class top-1 of each method
 (and each seed's value with ``--per_seed``); ``--markdown`` prints a Markdown table, ``--json FILE``
-also writes the numbers.
+also writes the numbers, ``--plot FILE`` draws the means (with the seeds' range).
 """
 import argparse
 import json
@@ -28,6 +28,7 @@ def parse_args(argv=None):
     p.add_argument("--per_seed", action="store_true", help="also print every seed's value")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     p.add_argument("--json", default=None, help="also write the table to this JSON file")
+    p.add_argument("--plot", default=None, help="also plot the mean of every run to this PNG file")
     return p.parse_args(argv)
 
 
@@ -103,6 +104,32 @@ def format_table(table, points, per_seed, markdown):
     return "\n".join([fmt(header)] + [fmt(r) for r in rows])
 
 
+def plot(path, table, metric):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ic_common import atomic_output
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, per_point in table.items():
+        xs = sorted(per_point)
+        ax.plot(xs, [mean(per_point[x]) for x in xs], marker="o",
+                label=f"{name} (mean of {max(len(v) for v in per_point.values())})")
+        if any(len(per_point[x]) > 1 for x in xs):
+            ax.fill_between(xs, [min(per_point[x]) for x in xs], [max(per_point[x]) for x in xs], alpha=0.2)
+    ax.set_xlabel("classes seen")
+    ax.set_ylabel(f"{metric} (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
 def main(argv=None):
     args = parse_args(argv)
     runs = [parse_run(s) for s in args.runs]
@@ -113,6 +140,8 @@ def main(argv=None):
         write_json(args.json, {"metric": args.metric, "points": points,
                                "runs": {n: {str(p): v for p, v in t.items()} for n, t in table.items()},
                                "mean": {n: {str(p): mean(v) for p, v in t.items()} for n, t in table.items()}})
+    if args.plot:
+        plot(args.plot, table, args.metric)
 
 
 if __name__ == "__main__":

@@ -139,11 +139,13 @@ def test_compare_runs_table(tmp_path, capsys):
 
     a = [results("r0", [90.0, 80.0]), results("r1", [92.0, 70.0])]
     b = [results("f0", [90.0, 10.0])]
-    compare_runs.main([f"REMIND={','.join(a)}", f"fine-tune={b[0]}", "--json", str(tmp_path / "t.json")])
+    compare_runs.main([f"REMIND={','.join(a)}", f"fine-tune={b[0]}", "--json", str(tmp_path / "t.json"),
+                       "--plot", str(tmp_path / "t.png")])
     out = capsys.readouterr().out
     assert "91.00 +- 1.41" in out and "75.00" in out and "10.00" in out
     table = json.loads((tmp_path / "t.json").read_text())
     assert table["mean"]["REMIND"]["6"] == 75.0
     assert table["runs"]["REMIND"]["5"] == [90.0, 92.0]
+    assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(DataError, match="results.json"):
         compare_runs.main([f"x={tmp_path / 'nope'}"])
