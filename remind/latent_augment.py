@@ -138,3 +138,26 @@ def mixup_pairs(x, labels, lam):
     half = x.shape[0] // 2
     a, b = x[:half], x[half:2 * half]
     return lam * a + (1.0 - lam) * b, labels[:half], labels[half:2 * half]
+
+
+def augment_replay_batch(x, labels, lam=None, crops=True, scale=(2 / 7, 1.0), ratio=(3 / 4, 4 / 3),
+                         generator=None, keep=1):
+    """The streaming step's latent augmentation of [new maps, replayed maps].
+
+    Every map is cropped (``crops``); then, when ``lam`` is given, the maps after the first
+    ``keep`` (the new sample, never mixed) are mixed pairwise as in ``mixup_pairs``. Returns the
+    contiguous batch and its labels: (x, labels_a, labels_b), labels_b None without mixing.
+    """
+    if lam is None:
+        if crops:
+            x = random_resized_crop(x, scale, ratio, generator=generator)
+        return x.contiguous(), labels, None
+    if crops:
+        x = random_resized_crop_and_mix(x, lam, keep, scale, ratio, generator=generator)
+    else:
+        x = torch.cat([x[:keep], mixup_pairs(x[keep:], labels[keep:], lam)[0]])
+    half = (len(labels) - keep) // 2
+    labels_a = torch.cat([labels[:keep], labels[keep:keep + half]])
+    labels_b = torch.cat([labels[:keep], labels[keep + half:keep + 2 * half]])
+    return x.contiguous(), labels_a, labels_b
+

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 
-from remind.latent_augment import mixup_pairs, random_resized_crop, random_resized_crop_and_mix
+from remind.latent_augment import augment_replay_batch
 from remind.quantizer import intra_op_threads
 from remind.schedule import per_class_lr
 
@@ -99,34 +99,18 @@ class REMINDModel:
                 # index_select: one row copy per item (advanced indexing is ~15x slower on the CPU).
                 batch_codes = torch.cat([codes.unsqueeze(0), self.buffer.codes.index_select(0, slots)])
                 labels = torch.cat([new_label, self.buffer.labels.index_select(0, slots)])
-            # 3. Decode the new and replayed codes.
+            # 3. Decode the new and replayed codes (channels-last, viewed as NCHW without a copy:
+            # the augmentation's matrix products write contiguous NCHW).
             with self._stage("decode"):
-                if cfg.latent_crops:
-                    # Decoded channels-last [N, H, W, C], viewed as NCHW without a copy: the crop's
-                    # matrix product below writes contiguous NCHW, so no separate transpose pass.
-                    x = self.quantizer.decode(batch_codes).permute(0, 3, 1, 2)
-                else:
-                    x = self.quantizer.decode_maps(batch_codes)
+                x = self.quantizer.decode(batch_codes).permute(0, 3, 1, 2)
             # 4-5. Latent crops on every tensor, then mixup of the replayed ones (never the new one).
             with self._stage("augment"):
-                lam, labels_b = 1.0, None
-                mix = cfg.mixup and len(slots) >= 2
-                if mix:
+                lam = None
+                if cfg.mixup and len(slots) >= 2:
                     lam = (float(self._mix_rng.beta(cfg.mixup_alpha, cfg.mixup_alpha))
                            if cfg.mixup_alpha > 0 else 1.0)
-                if cfg.latent_crops and mix:
-                    # Crops and mixup in one go (the mix folded into the crop matrices).
-                    x = random_resized_crop_and_mix(x, lam, 1, cfg.crop_scale, cfg.crop_ratio,
-                                                    generator=self._aug_gen)
-                elif cfg.latent_crops:
-                    x = random_resized_crop(x, cfg.crop_scale, cfg.crop_ratio,
-                                            generator=self._aug_gen).contiguous()
-                elif mix:
-                    x = torch.cat([x[:1], mixup_pairs(x[1:], labels[1:], lam)[0]])
-                if mix:  # labels as mixup_pairs pairs them: first half with second half
-                    half = (len(labels) - 1) // 2
-                    labels_b = torch.cat([new_label, labels[1 + half:1 + 2 * half]])
-                    labels = torch.cat([new_label, labels[1:1 + half]])
+                x, labels, labels_b = augment_replay_batch(x, labels, lam, cfg.latent_crops, cfg.crop_scale,
+                                                           cfg.crop_ratio, generator=self._aug_gen)
         # 6. One SGD step at the class's learning rate, on the mean loss of the batch.
         with self._stage("update_f"):
             lr = self.lr_for(label)

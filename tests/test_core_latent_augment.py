@@ -68,3 +68,18 @@ def test_mixup_pairs_first_half_with_second_half():
     assert ya.tolist() == [10, 11, 12] and yb.tolist() == [13, 14, 15]
     mixed, ya, yb = mixup_pairs(x[:5], y[:5], 0.5)  # odd count: the last one is dropped
     assert mixed.shape[0] == 2 and yb.tolist() == [12, 13]
+
+
+@pytest.mark.parametrize("crops", [False, True])
+def test_augment_replay_batch_never_mixes_the_new_sample(crops):
+    from remind.latent_augment import augment_replay_batch
+
+    x = torch.randn(7, 3, 4, 4).permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # NHWC view
+    y = torch.arange(7)
+    out, ya, yb = augment_replay_batch(x, y, None, crops, generator=torch.Generator().manual_seed(0))
+    assert out.is_contiguous() and out.shape == x.shape and yb is None and torch.equal(ya, y)
+    out, ya, yb = augment_replay_batch(x, y, 0.3, crops, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (4, 3, 4, 4) and ya.tolist() == [0, 1, 2, 3] and yb.tolist() == [0, 4, 5, 6]
+    if not crops:
+        torch.testing.assert_close(out[0], x[0])
+        torch.testing.assert_close(out[1:], 0.3 * x[1:4] + 0.7 * x[4:7])
