@@ -29,6 +29,7 @@ def parse_args(argv=None):
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     p.add_argument("--json", default=None, help="also write the table to this JSON file")
     p.add_argument("--plot", default=None, help="also plot the mean of every run to this PNG file")
+    p.add_argument("--title", default=None, help="title of the plot")
     return p.parse_args(argv)
 
 
@@ -104,7 +105,7 @@ def format_table(table, points, per_seed, markdown):
     return "\n".join([fmt(header)] + [fmt(r) for r in rows])
 
 
-def plot(path, table, metric):
+def plot(path, table, metric, title=None):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,7 +121,9 @@ def plot(path, table, metric):
         if any(len(per_point[x]) > 1 for x in xs):
             ax.fill_between(xs, [min(per_point[x]) for x in xs], [max(per_point[x]) for x in xs], alpha=0.2)
     ax.set_xlabel("classes seen")
-    ax.set_ylabel(f"{metric} (%)")
+    ax.set_ylabel(metric.replace("_classes_", "-class ").replace("_", " ") + " (%)")
+    if title:
+        ax.set_title(title)
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -141,7 +144,7 @@ def main(argv=None):
                                "runs": {n: {str(p): v for p, v in t.items()} for n, t in table.items()},
                                "mean": {n: {str(p): mean(v) for p, v in t.items()} for n, t in table.items()}})
     if args.plot:
-        plot(args.plot, table, args.metric)
+        plot(args.plot, table, args.metric, args.title)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ CODEBOOK_SIZE="${CODEBOOK_SIZE:-256}"
 REPLAY="${REPLAY:-50}"                     # replayed samples per streaming step
 MIXUP_ALPHA="${MIXUP_ALPHA:-0.1}"
 BUFFER_SIZE="${BUFFER_SIZE:-$((NUM_CLASSES * STREAM_PER_CLASS))}"  # replay buffer cap (items)
-LR_STEP="${LR_STEP:-25}"                   # per-class lr: 0.1 -> 0.001 over STREAM_PER_CLASS samples
+LR_STEP="${LR_STEP:-100}"                  # per-class lr: 0.1 -> 0.001 over STREAM_PER_CLASS samples,
+                                           # multiplied by a constant every LR_STEP samples (paper: 100)
 WORKERS="${WORKERS:-1}"                    # data-loading processes
 KEEP_MODELS="${KEEP_MODELS:-0}"            # 1: keep each run's per-class remind_model/ files (about
                                            # 440 MB per run); 0: delete them once the run has finished
@@ -134,7 +135,8 @@ step "summary"
 join() { local IFS=,; echo "$*"; }
 "$PYTHON" "$SCRIPT_DIR/compare_runs.py" "REMIND=$(join "${RUNS_REMIND[@]}")" \
   "fine-tune=$(join "${RUNS_FINETUNE[@]}")" --per_seed --json "$OUT_DIR/summary.json" \
-  --plot "$OUT_DIR/comparison_plot.png"
+  --plot "$OUT_DIR/comparison_plot.png" \
+  --title "Fashion-MNIST: base init on 5 classes, then 1 class at a time"
 "$PYTHON" "$SCRIPT_DIR/compare_runs.py" "REMIND=$(join "${RUNS_REMIND[@]}")" \
   "fine-tune=$(join "${RUNS_FINETUNE[@]}")" --per_seed --markdown > "$OUT_DIR/summary.md"
 echo
