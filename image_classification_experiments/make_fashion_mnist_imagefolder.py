@@ -19,7 +19,8 @@ rebuilt.
 Where the idx files come from (first that has all four files):
   1. ``--idx_dir DIR`` when given (only there);
   2. otherwise ``data/FashionMNIST/raw`` under the repository (where ``--download`` puts them) and
-     the Debian/Ubuntu package ``dataset-fashion-mnist`` (``DEBIAN_IDX_DIR``);
+     the folder where the Debian/Ubuntu package ``dataset-fashion-mnist`` installed them (asked
+     from ``dpkg -L``);
   3. with ``--download``: torchvision's FashionMNIST download into ``--download_root`` (online only).
 Otherwise the script stops with one line saying how to get the data.
 """
@@ -28,6 +29,7 @@ import gzip
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 
 import numpy as np
@@ -43,9 +45,7 @@ CLASS_FOLDERS = ("c0_tshirt", "c1_trouser", "c2_pullover", "c3_dress", "c4_coat"
 IDX_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
              "val": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 FILE_PREFIX = {"train": "train", "val": "test"}
-# Where the Debian/Ubuntu package dataset-fashion-mnist installs the idx files (a system location
-# fixed by that package, not a path of this project).
-DEBIAN_IDX_DIR = "/usr/share/datasets/fashion-mnist"
+DEBIAN_PACKAGE = "dataset-fashion-mnist"
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DOWNLOAD_ROOT = os.path.join(REPO_DIR, "data")
 CLASS_ORDER_FILE = "fashion_mnist_class_order.txt"
@@ -93,8 +93,24 @@ def has_idx_files(folder):
     return all(os.path.isfile(os.path.join(folder, f)) for pair in IDX_FILES.values() for f in pair)
 
 
+def debian_idx_dir():
+    """The folder of the idx files of the installed Debian package, or None (no dpkg / package)."""
+    try:
+        proc = subprocess.run(["dpkg", "-L", DEBIAN_PACKAGE], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if proc.returncode != 0:
+        return None
+    for line in proc.stdout.splitlines():
+        if line.strip().endswith(IDX_FILES["train"][0]):
+            return os.path.dirname(line.strip())
+    return None
+
+
 def candidate_dirs(download_root):
-    return [os.path.join(download_root, "FashionMNIST", "raw"), DEBIAN_IDX_DIR]
+    dirs = [os.path.join(download_root, "FashionMNIST", "raw")]
+    deb = debian_idx_dir()
+    return dirs + ([deb] if deb else [f"(Debian package {DEBIAN_PACKAGE}: not installed)"])
 
 
 def download(download_root):

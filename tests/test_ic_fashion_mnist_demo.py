@@ -149,3 +149,15 @@ def test_compare_runs_table(tmp_path, capsys):
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(DataError, match="results.json"):
         compare_runs.main([f"x={tmp_path / 'nope'}"])
+
+
+def test_search_without_idx_dir(idx, tmp_path, monkeypatch, capsys):
+    """Without --idx_dir: the download folder, then the Debian package's folder (from dpkg -L)."""
+    idx_dir, _ = idx
+    monkeypatch.setattr(converter, "debian_idx_dir", lambda: None)
+    with pytest.raises(DataError, match="dataset-fashion-mnist: not installed") as err:
+        converter.main(["--download_root", str(tmp_path / "dl"), "--out_dir", str(tmp_path / "fm")])
+    assert "apt-get install dataset-fashion-mnist" in str(err.value)
+    monkeypatch.setattr(converter, "debian_idx_dir", lambda: idx_dir)
+    converter.main(["--download_root", str(tmp_path / "dl"), "--out_dir", str(tmp_path / "fm")])
+    assert f"images from {idx_dir}" in capsys.readouterr().out
