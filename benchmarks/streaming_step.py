@@ -44,7 +44,8 @@ import remind  # noqa: F401  (torchvision compatibility on CPU-only torch)
 from remind.latent_augment import random_resized_crop, random_resized_crop_and_mix
 from remind.model import REMINDModel, StreamingConfig
 from remind.networks import build_resnet18_split
-from remind.quantizer import ProductQuantizer, intra_op_threads
+from remind.quantizer import ProductQuantizer
+from remind.threads import intra_op_threads
 from remind.replay_buffer import ReplayBuffer
 
 C, H, W, M, KSUB = 512, 7, 7, 32, 256

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as nnf
 
 from remind.latent_augment import augment_replay_batch
-from remind.quantizer import intra_op_threads
+from remind.threads import intra_op_threads
 from remind.schedule import per_class_lr
 
 
@@ -63,7 +63,7 @@ class REMINDModel:
         self._aug_gen.manual_seed(int(seed))
         self._timer = None  # benchmarks set a callable(stage_name) -> context manager
         # CPU threads for the small stages of a step (sample, decode, augment: a few ms of work
-        # next to F's hundreds); None keeps torch's setting. See quantizer.intra_op_threads.
+        # next to F's hundreds); None keeps torch's setting. See remind.threads.
         self.small_stage_threads = 1
 
     # ------------------------------------------------------------------------ features

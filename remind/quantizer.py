@@ -5,35 +5,16 @@ copies features or codes to the host. The codes equal faiss ``compute_codes`` (a
 squared distance per sub-space) except at exact near-ties, where float rounding may pick the other
 of two equidistant centroids.
 """
-import contextlib
 import warnings
 
 import numpy as np
 import torch
 
+from remind.threads import intra_op_threads
+
 
 class QuantizerError(ValueError):
     """Invalid quantizer configuration or training data."""
-
-
-@contextlib.contextmanager
-def intra_op_threads(n, device="cpu"):
-    """Run the block with at most ``n`` torch intra-op CPU threads (a no-op for None or CUDA).
-
-    For work of a few milliseconds, threads gain little, and on a shared CPU each parallel region
-    can wait a whole scheduler time slice for a descheduled worker thread (measured here: about
-    12 ms per region at load 5 on 2 cores). The same kernels run either way, so the results do not
-    change. Switching the count is cheap (well under a microsecond).
-    """
-    prev = torch.get_num_threads()
-    if n is None or prev <= n or torch.device(device).type != "cpu":
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)
 
 
 # Encoding at most this many vectors (one 7 x 7 map is 49) runs on one CPU thread.

@@ -8,7 +8,8 @@ from remind.latent_augment import (KRON_MAX_POSITIONS, mixup_pairs, random_resiz
                                    random_resized_crop_and_mix, resized_crop, sample_crop_boxes)
 from remind.model import REMINDModel, StreamingConfig
 from remind.networks import build_resnet18_split
-from remind.quantizer import ProductQuantizer, intra_op_threads
+from remind.quantizer import ProductQuantizer
+from remind.threads import intra_op_threads
 from remind.replay_buffer import ReplayBuffer
 
 
