@@ -14,7 +14,6 @@ and checkpoints/latest.pt, from which ``--resume`` continues exactly where the r
 """
 import argparse
 import csv
-import json
 import os
 import re
 import sys
