@@ -264,7 +264,7 @@ def bench_sample_evict(buffers, iters, seed, device, block=100):
                     lab = labels[(done + j) % iters]
                     sync()
                     t0 = time.perf_counter()
-                    buf.sample(2 * NUM_REPLAY)
+                    slots = buf.sample(2 * NUM_REPLAY)
                     sync()
                     t1 = time.perf_counter()
                     buf.add(code, lab, next_id[size])
