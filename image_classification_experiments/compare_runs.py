@@ -16,8 +16,8 @@ import json
 import math
 import os
 
-from ic_common import run_cli, write_json
-from imagenet_folders import DataError
+from image_classification_experiments.ic_common import run_cli, write_json
+from image_classification_experiments.imagenet_folders import DataError
 
 
 def parse_args(argv=None):
@@ -111,7 +111,7 @@ def plot(path, table, metric, title=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ic_common import atomic_output
+    from image_classification_experiments.ic_common import atomic_output
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, per_point in table.items():

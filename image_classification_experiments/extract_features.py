@@ -27,12 +27,12 @@ import h5py
 import torch
 from tqdm import tqdm
 
-import imagenet_data as data
-import imagenet_folders as folders
+from image_classification_experiments import imagenet_data as data
+from image_classification_experiments import imagenet_folders as folders
 from remind.networks import block_after, build_resnet18, freeze, load_resnet_weights, \
     read_state_dict, split_resnet
-from ic_common import atomic_output, default_device, resolve_device, run_cli
-from imagenet_folders import DataError
+from image_classification_experiments.ic_common import atomic_output, default_device, resolve_device, run_cli
+from image_classification_experiments.imagenet_folders import DataError
 
 FORMAT = "remind-features-v1"
 

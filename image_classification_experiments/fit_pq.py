@@ -25,9 +25,9 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-import imagenet_folders as folders
-from ic_common import atomic_output, default_device, resolve_device, run_cli
-from imagenet_folders import DataError
+from image_classification_experiments import imagenet_folders as folders
+from image_classification_experiments.ic_common import atomic_output, default_device, resolve_device, run_cli
+from image_classification_experiments.imagenet_folders import DataError
 
 FORMAT = "remind-codes-v1"
 

@@ -7,7 +7,7 @@
 import json
 import sys
 
-from imagenet_folders import DataError
+from image_classification_experiments.imagenet_folders import DataError
 
 # Error classes of the core whose messages are already one clear line (looked up by name so
 # that this module does not import torch).

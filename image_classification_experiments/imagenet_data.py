@@ -17,8 +17,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision import transforms
 
-import imagenet_folders as folders
-from imagenet_folders import DataError
+from image_classification_experiments import imagenet_folders as folders
+from image_classification_experiments.imagenet_folders import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -18,6 +18,7 @@ import hashlib
 import os
 
 import numpy as np
+from remind.errors import InputError
 
 # torchvision.datasets.folder.IMG_EXTENSIONS, repeated so this module needs no torch.
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -27,7 +28,7 @@ LEGACY_LABEL_SUBDIR = "imagenet_indices"
 SPLITS = ("train", "val")
 
 
-class DataError(Exception):
+class DataError(InputError):
     """Bad input data or files; scripts print the message as one line and exit non-zero."""
 
 

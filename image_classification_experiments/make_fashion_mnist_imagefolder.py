@@ -35,10 +35,10 @@ import tempfile
 import numpy as np
 from PIL import Image
 
-import imagenet_folders as folders
-from ic_common import run_cli, write_json
-from imagenet_folders import DataError
-from make_numpy_imagenet_label_files import make_label_files
+from image_classification_experiments import imagenet_folders as folders
+from image_classification_experiments.ic_common import run_cli, write_json
+from image_classification_experiments.imagenet_folders import DataError
+from image_classification_experiments.make_numpy_imagenet_label_files import make_label_files
 
 CLASS_FOLDERS = ("c0_tshirt", "c1_trouser", "c2_pullover", "c3_dress", "c4_coat",
                  "c5_sandal", "c6_shirt", "c7_sneaker", "c8_bag", "c9_ankle_boot")

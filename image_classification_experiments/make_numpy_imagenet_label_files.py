@@ -13,8 +13,8 @@ import os
 
 import numpy as np
 
-import imagenet_folders as folders
-from ic_common import run_cli
+from image_classification_experiments import imagenet_folders as folders
+from image_classification_experiments.ic_common import run_cli
 
 
 def parse_args(argv=None):

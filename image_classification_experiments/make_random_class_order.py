@@ -6,8 +6,8 @@ instead (see imagenet_files/README.md). An existing order file is never overwrit
 import argparse
 import os
 
-import imagenet_folders as folders
-from ic_common import run_cli
+from image_classification_experiments import imagenet_folders as folders
+from image_classification_experiments.ic_common import run_cli
 
 
 def parse_args(argv=None):

@@ -39,9 +39,9 @@ from tqdm import tqdm
 from remind.checkpoint import load_checkpoint, save_checkpoint
 from remind.networks import build_resnet18
 
-import imagenet_data as data
-from ic_common import default_device, resolve_device, run_cli, seed_everything, write_json
-from imagenet_folders import DataError
+from image_classification_experiments import imagenet_data as data
+from image_classification_experiments.ic_common import default_device, resolve_device, run_cli, seed_everything, write_json
+from image_classification_experiments.imagenet_folders import DataError
 
 ARCHS = ("ResNet18ClassifyAfterLayer4_1", "resnet18")  # both: torchvision's ResNet-18 layout
 

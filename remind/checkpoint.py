@@ -10,9 +10,10 @@ import tempfile
 
 import numpy as np
 import torch
+from remind.errors import InputError
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(InputError, RuntimeError):
     """A checkpoint is missing, unreadable or not of the expected kind."""
 
 

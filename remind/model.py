@@ -1,10 +1,10 @@
 """REMINDModel: the streaming learner (frozen G, quantizer, replay buffer, plastic F).
 
-The streaming step is ``fit_sample``; it reads top to bottom as the paper's steps 1-8. Everything a
-step touches (codes, labels, centroids, F) stays on the model's device, so on CUDA a step runs
-without a host round trip.
+The streaming step is the shared ``remind.streaming.StreamingStep``; this class supplies its image
+parts (gather and decode PQ codes, latent crops + mixup, per-class lr) and ``fit_sample`` feeds it
+one new sample. Everything a step touches (codes, labels, centroids, F) stays on the model's
+device, so on CUDA a step runs without a host round trip.
 """
-import contextlib
 import dataclasses
 
 import numpy as np
@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as nnf
 
 from remind.latent_augment import augment_replay_batch
-from remind.threads import intra_op_threads
 from remind.schedule import per_class_lr
+from remind.streaming import StepParts, StreamingStep, StreamItem, mixup_cross_entropy
 
 
 @dataclasses.dataclass
@@ -50,21 +50,27 @@ class REMINDModel:
         self.g = None if g is None else g.to(self.device).eval()
         self.f = f.to(self.device).train()
         self.quantizer = quantizer.to(self.device)
-        self.buffer = buffer
         if buffer.device != self.device:
             raise ValueError(f"the replay buffer lives on {buffer.device}, the model on {self.device}")
         cfg = self.config
         self.optimizer = torch.optim.SGD(self.f.parameters(), lr=cfg.start_lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
         self.class_counts = np.zeros(self.num_classes, dtype=np.int64)  # streamed samples per class
-        self.steps = 0
         self._mix_rng = np.random.Generator(np.random.PCG64(seed))
         self._aug_gen = torch.Generator(device=self.device)
         self._aug_gen.manual_seed(int(seed))
-        self._timer = None  # benchmarks set a callable(stage_name) -> context manager
-        # CPU threads for the small stages of a step (sample, decode, augment: a few ms of work
-        # next to F's hundreds); None keeps torch's setting. See remind.threads.
-        self.small_stage_threads = 1
+        parts = StepParts(network=self.f, optimizer=self.optimizer, gather=self._gather, decode=self._decode,
+                          num_draw=cfg.num_replay * (2 if cfg.mixup else 1), augment=self._augment,
+                          lr_for=self.lr_for, loss=mixup_cross_entropy)
+        # Sample, decode and augment are a few ms next to F's hundreds: one CPU thread for them.
+        self.step = StreamingStep(parts, buffer, self.device, small_stage_threads=1)
+
+    # Step count, stage timer (benchmarks) and small-stage threads live on the shared step.
+    buffer = property(lambda self: self.step.buffer, lambda self, v: setattr(self.step, "buffer", v))
+    steps = property(lambda self: self.step.steps, lambda self, v: setattr(self.step, "steps", v))
+    _timer = property(lambda self: self.step.timer, lambda self, v: setattr(self.step, "timer", v))
+    small_stage_threads = property(lambda self: self.step.small_stage_threads,
+                                   lambda self, v: setattr(self.step, "small_stage_threads", v))
 
     # ------------------------------------------------------------------------ features
     @torch.no_grad()
@@ -82,54 +88,39 @@ class REMINDModel:
         return per_class_lr(self.class_counts[label], cfg.start_lr, cfg.end_lr, cfg.lr_step_size,
                             cfg.samples_per_class)
 
-    def _stage(self, name):
-        return self._timer(name) if self._timer is not None else contextlib.nullcontext()
+    # The parts of the shared streaming step (remind.streaming) that make it image classification.
+    def _gather(self, item, slots):
+        """New + replayed codes and labels (index_select: one row copy per item, ~15x faster on the
+        CPU than advanced indexing)."""
+        new_label = torch.tensor([item.label], device=self.device)
+        codes = torch.cat([item.codes.unsqueeze(0), self.buffer.codes.index_select(0, slots)])
+        return codes, torch.cat([new_label, self.buffer.labels.index_select(0, slots)])
+
+    def _decode(self, codes):
+        """Channels-last decode viewed as NCHW without a copy (the crops write contiguous NCHW)."""
+        return (self.quantizer.decode(codes).permute(0, 3, 1, 2),)
+
+    def _augment(self, inputs, labels):
+        """Latent crops on every tensor, then mixup of the replayed ones (never the new one)."""
+        cfg, lam = self.config, None
+        if cfg.mixup and len(labels) >= 3:
+            lam = float(self._mix_rng.beta(cfg.mixup_alpha, cfg.mixup_alpha)) if cfg.mixup_alpha > 0 else 1.0
+        x, labels, labels_b = augment_replay_batch(inputs[0], labels, lam, cfg.latent_crops, cfg.crop_scale,
+                                                   cfg.crop_ratio, generator=self._aug_gen)
+        return (x,), labels, labels_b, lam
 
     def fit_sample(self, codes, label, item_id):
-        """One streaming step for a new sample (its PQ codes [H, W, M]); returns the loss tensor."""
-        cfg, label = self.config, int(label)
+        """One streaming step for a new sample (its PQ codes [H, W, M]); returns the loss tensor.
+
+        The paper's steps: draw replay ids (twice as many with mixup), decode new + replayed codes,
+        crop and mix, one SGD step at the class's learning rate, then the new sample becomes
+        replayable (evicting from the largest class when the buffer is full)."""
+        label = int(label)
         if not 0 <= label < self.num_classes:
             raise ValueError(f"label {label} is outside [0, {self.num_classes})")
-        codes = codes.to(self.device)
-        new_label = torch.tensor([label], device=self.device)
-        with intra_op_threads(self.small_stage_threads, self.device):
-            # 1-2. Replay indices: uniform, without replacement (twice as many when mixing pairs).
-            with self._stage("sample"):
-                slots = self.buffer.sample(cfg.num_replay * (2 if cfg.mixup else 1))
-                # index_select: one row copy per item (advanced indexing is ~15x slower on the CPU).
-                batch_codes = torch.cat([codes.unsqueeze(0), self.buffer.codes.index_select(0, slots)])
-                labels = torch.cat([new_label, self.buffer.labels.index_select(0, slots)])
-            # 3. Decode the new and replayed codes (channels-last, viewed as NCHW without a copy:
-            # the augmentation's matrix products write contiguous NCHW).
-            with self._stage("decode"):
-                x = self.quantizer.decode(batch_codes).permute(0, 3, 1, 2)
-            # 4-5. Latent crops on every tensor, then mixup of the replayed ones (never the new one).
-            with self._stage("augment"):
-                lam = None
-                if cfg.mixup and len(slots) >= 2:
-                    lam = (float(self._mix_rng.beta(cfg.mixup_alpha, cfg.mixup_alpha))
-                           if cfg.mixup_alpha > 0 else 1.0)
-                x, labels, labels_b = augment_replay_batch(x, labels, lam, cfg.latent_crops, cfg.crop_scale,
-                                                           cfg.crop_ratio, generator=self._aug_gen)
-        # 6. One SGD step at the class's learning rate, on the mean loss of the batch.
-        with self._stage("update_f"):
-            lr = self.lr_for(label)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            out = self.f(x)
-            loss = nnf.cross_entropy(out, labels, reduction="none")
-            if labels_b is not None:
-                loss = lam * loss + (1.0 - lam) * nnf.cross_entropy(out, labels_b, reduction="none")
-            loss = loss.mean()
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-        # 7-8. The new sample becomes replayable (evicting from the largest class when full).
-        with self._stage("buffer_add"):
-            self.buffer.add(codes, label, item_id)
+        loss = self.step(StreamItem(codes.to(self.device), label, int(item_id)))
         self.class_counts[label] += 1
-        self.steps += 1
-        return loss.detach()
+        return loss
 
     def fit(self, codes, labels, item_ids, on_step=None):
         """Stream samples in the given order, one step each. ``on_step(i, loss)`` after each step."""

@@ -16,6 +16,7 @@ from torch import nn
 
 import remind  # noqa: F401  (torchvision compatibility)
 import torchvision
+from remind.errors import InputError
 
 STEM = ["conv1", "bn1", "relu", "maxpool"]
 BLOCKS = [f"layer{i}.{j}" for i in range(1, 5) for j in range(2)]
@@ -23,7 +24,7 @@ HEAD = ["avgpool", "fc"]
 SPLIT_POINTS = BLOCKS + ["fc"]
 
 
-class NetworkError(ValueError):
+class NetworkError(InputError, ValueError):
     """A bad split point or an incompatible checkpoint."""
 
 

@@ -11,9 +11,10 @@ import numpy as np
 import torch
 
 from remind.threads import intra_op_threads
+from remind.errors import InputError
 
 
-class QuantizerError(ValueError):
+class QuantizerError(InputError, ValueError):
     """Invalid quantizer configuration or training data."""
 
 

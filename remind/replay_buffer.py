@@ -13,9 +13,10 @@ and every operation is O(1) amortized, with no scan over items or classes.
 """
 import numpy as np
 import torch
+from remind.errors import InputError
 
 
-class ReplayBufferError(ValueError):
+class ReplayBufferError(InputError, ValueError):
     """Invalid buffer configuration or state."""
 
 

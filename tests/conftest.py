@@ -7,7 +7,7 @@ import torch
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import remind  # noqa: E402,F401  (torchvision compatibility before any test imports it)
+import remind  # noqa: F401  (torchvision compatibility before any test imports it)
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Tiny ImageNet-style trees in the real on-disk layouts, and helpers to run the IC scripts.
 
-Importing this module puts ``image_classification_experiments/`` on ``sys.path`` (the scripts
-import their sibling modules as plain modules). Functions:
+Functions:
 
 - ``make_imagenet_tree(root, classes, n_train, n_val, size) -> str``: ``root/train/<wnid>/*.png``
   and ``root/val/<wnid>/*.png`` (RGB PNGs whose colour depends on the class, so a network can
@@ -24,8 +23,6 @@ from PIL import Image
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(REPO_ROOT, "image_classification_experiments")
-if SCRIPTS not in sys.path:
-    sys.path.insert(0, SCRIPTS)
 
 CLASSES = ["n01440764", "n01443537", "n01484850", "n01491361"]
 

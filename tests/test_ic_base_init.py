@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import ic_fixtures as icf
-import imagenet_folders as folders
+from image_classification_experiments import imagenet_folders as folders
 
 ORDER = [icf.CLASSES[i] for i in (3, 1, 0, 2)]
 CKPT = "ResNet18ClassifyAfterLayer4_1_3.pth"  # the bash driver's name: <MODEL>_<BASE_MAX_CLASS>.pth
@@ -145,7 +145,7 @@ def corrupt_copy(ws, dest):
 def test_extract_features_format_and_values(ws):
     from remind.networks import build_resnet18_split
 
-    import imagenet_data as data
+    from image_classification_experiments import imagenet_data as data
 
     out, ckpt = ws["out"], ws["ckpt"]
     with h5py.File(out / "base_init_features.h5", "r") as f:
@@ -221,7 +221,7 @@ def test_extract_corrupt_image_error_and_skip(ws, tmp_path):
         samples = folders.scan_split(str(tmp_path / "data"), "train")
         assert str(victim) not in {samples[i][0] for i in f["indices"][:]}
         fp = f.attrs["fingerprint"]
-    import extract_features
+    from image_classification_experiments import extract_features
 
     # Never "up to date" while images were left out: the files may have been fixed since.
     assert extract_features.reusable(str(out), fp) == (False, "it left out 1 unreadable image(s)")

@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 import ic_fixtures as icf
-import compare_runs
-import imagenet_folders as folders
-import make_fashion_mnist_imagefolder as converter
-from imagenet_folders import DataError
+from image_classification_experiments import compare_runs
+from image_classification_experiments import imagenet_folders as folders
+from image_classification_experiments import make_fashion_mnist_imagefolder as converter
+from image_classification_experiments.imagenet_folders import DataError
 
 CLASSES = ["c0_tshirt", "c1_trouser", "c2_pullover", "c3_dress", "c4_coat",
            "c5_sandal", "c6_shirt", "c7_sneaker", "c8_bag", "c9_ankle_boot"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import ic_fixtures as icf
-import imagenet_folders as folders
+from image_classification_experiments import imagenet_folders as folders
 
 ORDER = [icf.CLASSES[i] for i in (2, 0, 3, 1)]
 
@@ -68,7 +68,7 @@ def test_flat_val_with_loc_val_solution_csv(tree, tmp_path):
     np.testing.assert_array_equal(np.load(labels_dir / "imagenet_val_labels.npy"),
                                   expected_labels(flat))
     # The dataset returns the ground-truth ordered label of each flat file.
-    import imagenet_data as data
+    from image_classification_experiments import imagenet_data as data
 
     labels, _ = folders.load_labels(str(labels_dir), "val", flat)
     ds = data.ClassRangeDataset(flat, labels, 0, 4, data.val_transform(16))
@@ -149,7 +149,7 @@ def test_random_class_order_is_seeded_and_never_overwrites(tree, tmp_path):
 def test_range_dataset_keeps_imagefolder_order_and_returns_sample_index(tree):
     import torch
 
-    import imagenet_data as data
+    from image_classification_experiments import imagenet_data as data
 
     samples = folders.scan_split(tree["data"], "train")
     labels = expected_labels(samples)
@@ -169,7 +169,7 @@ def test_range_dataset_keeps_imagefolder_order_and_returns_sample_index(tree):
 def test_transforms_follow_the_256_over_224_rule():
     from PIL import Image
 
-    import imagenet_data as data
+    from image_classification_experiments import imagenet_data as data
 
     assert data.resize_size(224) == 256 and data.resize_size(32) == 37
     img = Image.new("RGB", (50, 40))

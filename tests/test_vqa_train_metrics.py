@@ -1,12 +1,8 @@
 """VQA metrics on hand-computed cases."""
-import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from vqa_experiments.vqa_metrics import harmonic_mean_per_type, vqa_accuracy_report  # noqa: E402
+from vqa_experiments.vqa_metrics import harmonic_mean_per_type, vqa_accuracy_report
 
 
 def test_report_hand_computed():

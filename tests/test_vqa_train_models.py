@@ -1,13 +1,9 @@
 """S-MAC and UpDown: exact parameter counts at the reference sizes, shapes, batch-order invariance."""
-import os
-import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from vqa_experiments.models import SMAC, UpDown, build_model, count_parameters  # noqa: E402
+from vqa_experiments.models import SMAC, UpDown, build_model, count_parameters
 
 
 def test_s_mac_reference_parameter_count():

@@ -1,13 +1,9 @@
 """Stream orders and boundaries of the reference (spec 6.3) on known inputs."""
-import os
 import random
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from vqa_experiments.stream_order import stream_boundaries, stream_order, type_block_order  # noqa: E402
+from vqa_experiments.stream_order import stream_boundaries, stream_order, type_block_order
 
 CLEVR_COUNTS = [251749, 165406, 125654, 94086, 63094]
 TDIUC_COUNTS = [441810, 246243, 133074, 111857, 62862, 44674, 26042, 21602, 19476, 5848, 1461, 350]

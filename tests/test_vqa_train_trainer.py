@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vqa_train_fixtures import REPO_ROOT, make_prepared  # noqa: E402
+from vqa_train_fixtures import REPO_ROOT, make_prepared
 
-from vqa_experiments import vqa_trainer  # noqa: E402
-from vqa_experiments.stream_order import stream_boundaries, stream_order  # noqa: E402
-from vqa_experiments.vqa_data import load_questions  # noqa: E402
+from vqa_experiments import vqa_trainer
+from vqa_experiments.stream_order import stream_boundaries, stream_order
+from vqa_experiments.vqa_data import load_questions
 
 TRAINER = os.path.join(REPO_ROOT, "vqa_experiments", "vqa_trainer.py")
 

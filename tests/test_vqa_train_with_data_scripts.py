@@ -4,10 +4,10 @@ import os
 import subprocess
 import sys
 
-import vqa_fixtures as fx  # puts the repository root on sys.path
+import vqa_fixtures as fx
 
-from vqa_experiments.stream_order import stream_boundaries, stream_order  # noqa: E402
-from vqa_experiments.vqa_data import dataset_files, load_questions  # noqa: E402
+from vqa_experiments.stream_order import stream_boundaries, stream_order
+from vqa_experiments.vqa_data import dataset_files, load_questions
 
 TRAINER = os.path.join(fx.REPO_ROOT, "vqa_experiments", "vqa_trainer.py")
 

@@ -1,7 +1,6 @@
 """Tiny CLEVR v1.0 and TDIUC datasets in the real on-disk layouts, for tests.
 
-Importing this module puts the repository root on ``sys.path`` (so ``vqa_experiments.*`` imports
-work from any test). Functions:
+Functions:
 
 - ``make_clevr(root, ...) -> str``: writes ``root/CLEVR_v1.0/`` with
   ``images/{train,val}/CLEVR_<split>_<6 digits>.png`` (RGBA) and
@@ -36,8 +35,6 @@ import numpy as np
 from PIL import Image
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
 
 LONG_QUESTION_TOKENS = 50
 UNKNOWN_WORD = "zorblax"

@@ -4,7 +4,6 @@ quantizer. Answers depend on the image so that a model can learn something.
 """
 import json
 import os
-import sys
 import warnings
 
 import h5py
@@ -12,11 +11,9 @@ import numpy as np
 import torch
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
 
-import remind  # noqa: E402,F401
-from remind.quantizer import ProductQuantizer  # noqa: E402
+import remind  # noqa: F401
+from remind.quantizer import ProductQuantizer
 
 WORDS = ["what", "is", "the", "color", "of", "thing", "how", "many", "are", "there", "cube", "sphere",
          "left", "big", "small", "any"]

@@ -12,9 +12,10 @@ import argparse
 import json
 import os
 import sys
+from remind.errors import InputError
 
 
-class CompareError(Exception):
+class CompareError(InputError):
     pass
 
 

@@ -5,15 +5,11 @@ layer4 (7x7x2048), 224x224 bicubic. For small demos pick e.g. ``--arch resnet18 
 --image_size 128`` (4x4x512). Format: vqa_experiments/DATA_FORMATS.md section 5.
 """
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from vqa_experiments.preprocess.features import (ARCHS, IMAGENET_MEAN, LAYERS,  # noqa: E402
+from vqa_experiments.preprocess.features import (ARCHS, IMAGENET_MEAN, LAYERS,
                                                  default_device, extract_features)
-from vqa_experiments.preprocess.io import add_threads_arg, run_cli, set_cpu_threads  # noqa: E402
-from vqa_experiments.vqa_data import DATASETS, dataset_files  # noqa: E402
+from vqa_experiments.preprocess.io import add_threads_arg, run_cli, set_cpu_threads
+from vqa_experiments.vqa_data import DATASETS, dataset_files
 
 
 def main(argv=None):

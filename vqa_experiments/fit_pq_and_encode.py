@@ -4,15 +4,11 @@ Writes pq_<dataset>_<order>.npz (ProductQuantizer.save) and codes_<dataset>_<ord
 --data_dir for each --order. Format: vqa_experiments/DATA_FORMATS.md section 6.
 """
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from vqa_experiments.preprocess.features import default_device  # noqa: E402
-from vqa_experiments.preprocess.io import add_threads_arg, run_cli, set_cpu_threads  # noqa: E402
-from vqa_experiments.preprocess.pq_codes import PQ_TRAIN_SETS, fit_and_encode  # noqa: E402
-from vqa_experiments.vqa_data import DATASETS, ORDERS  # noqa: E402
+from vqa_experiments.preprocess.features import default_device
+from vqa_experiments.preprocess.io import add_threads_arg, run_cli, set_cpu_threads
+from vqa_experiments.preprocess.pq_codes import PQ_TRAIN_SETS, fit_and_encode
+from vqa_experiments.vqa_data import DATASETS, ORDERS
 
 
 def main(argv=None):

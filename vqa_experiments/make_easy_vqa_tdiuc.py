@@ -11,15 +11,12 @@ Writes ``OUT_DIR/Questions/OpenEnded_mscoco_{train2014,val2014}_questions.json``
 """
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from PIL import Image
 
-from PIL import Image  # noqa: E402
-
-from vqa_experiments.preprocess.io import run_cli, write_json  # noqa: E402
-from vqa_experiments.preprocess.tdiuc import annotations_path, questions_path  # noqa: E402
-from vqa_experiments.vqa_data import VQADataError  # noqa: E402
+from vqa_experiments.preprocess.io import run_cli, write_json
+from vqa_experiments.preprocess.tdiuc import annotations_path, questions_path
+from vqa_experiments.vqa_data import VQADataError
 
 SHAPES = ("circle", "rectangle", "triangle")
 YES_NO = ("yes", "no")

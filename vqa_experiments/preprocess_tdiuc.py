@@ -4,14 +4,10 @@ Writes LUT_tdiuc.json, dictionary_tdiuc.json, embedding_init_300d_tdiuc.npy, {tr
 preprocess_tdiuc_summary.json into --out_dir (formats: vqa_experiments/DATA_FORMATS.md).
 """
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from vqa_experiments.preprocess import tdiuc  # noqa: E402
-from vqa_experiments.preprocess.io import run_cli  # noqa: E402
-from vqa_experiments.preprocess.questions import add_question_args, run_question_preprocessing  # noqa: E402
+from vqa_experiments.preprocess import tdiuc
+from vqa_experiments.preprocess.io import run_cli
+from vqa_experiments.preprocess.questions import add_question_args, run_question_preprocessing
 
 
 def main(argv=None):

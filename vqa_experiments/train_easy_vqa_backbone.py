@@ -9,25 +9,21 @@ given to ``extract_image_features.py --weights PATH --layer LAYER``, which keeps
 Held-out accuracy on the ``val2014`` images is printed and saved in the checkpoint.
 """
 import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import remind  # noqa: F401  (before torchvision: compatibility shim)
+import torchvision
 
-import remind  # noqa: E402,F401  (before torchvision: compatibility shim)
-import torchvision  # noqa: E402
-
-from remind.checkpoint import save_checkpoint  # noqa: E402
-from vqa_experiments.preprocess import tdiuc  # noqa: E402
-from vqa_experiments.preprocess.features import (DEFAULTS, IMAGENET_MEAN, LAYERS,  # noqa: E402
+from remind.checkpoint import save_checkpoint
+from vqa_experiments.preprocess import tdiuc
+from vqa_experiments.preprocess.features import (DEFAULTS, IMAGENET_MEAN, LAYERS,
                                                  ImageFiles, default_device, list_images,
                                                  resnet_trunk)
-from vqa_experiments.preprocess.io import add_threads_arg, run_cli, set_cpu_threads  # noqa: E402
-from vqa_experiments.vqa_data import VQADataError, read_json  # noqa: E402
+from vqa_experiments.preprocess.io import add_threads_arg, run_cli, set_cpu_threads
+from vqa_experiments.vqa_data import VQADataError, read_json
 
 LABEL_TYPES = ("color", "object_recognition")
 

@@ -10,6 +10,7 @@ import os
 import remind  # noqa: F401  (must precede any torchvision import)
 import h5py
 import numpy as np
+from remind.errors import InputError
 
 FORMAT_VERSION = 1
 UNK_TOKEN = "<unk>"
@@ -19,7 +20,7 @@ ORDERS = ("iid", "qtype")
 DEFAULT_SEQ_LEN = {"clevr": 45, "tdiuc": 30}
 
 
-class VQADataError(Exception):
+class VQADataError(InputError):
     """Bad or missing input data; the message is one line that names the file or flag."""
 
 

@@ -42,24 +42,21 @@ import os
 import sys
 import time
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+import remind  # noqa: F401  (before anything imports torchvision)
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
 
-import remind  # noqa: E402,F401  (before anything imports torchvision)
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from remind.checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint  # noqa: E402
-from remind.quantizer import QuantizerError  # noqa: E402
-from remind.replay_buffer import ReplayBuffer, ReplayBufferError  # noqa: E402
-from vqa_experiments.models import build_model, count_parameters  # noqa: E402
-from vqa_experiments.stream_order import stream_boundaries, stream_order  # noqa: E402
-from vqa_experiments.vqa_data import (VQADataError, dataset_files, load_codes, load_dictionary,  # noqa: E402
+from remind.checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
+from remind.quantizer import QuantizerError
+from remind.replay_buffer import ReplayBuffer, ReplayBufferError
+from vqa_experiments.models import build_model, count_parameters
+from vqa_experiments.stream_order import stream_boundaries, stream_order
+from vqa_experiments.vqa_data import (VQADataError, dataset_files, load_codes, load_dictionary,
                                       load_embedding_init, load_lut, load_pq, load_questions)
-from vqa_experiments.vqa_metrics import vqa_accuracy_report  # noqa: E402
+from vqa_experiments.vqa_metrics import vqa_accuracy_report
+from remind.errors import InputError
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 CHECKPOINT_NAME = "checkpoint_latest.pt"
@@ -98,7 +95,7 @@ NON_SEMANTIC_ARGS = {"resume", "device", "progress", "progress_disabled", "stop_
                      "embedding_file"}
 
 
-class TrainerError(Exception):
+class TrainerError(InputError):
     """Bad command line, config or data for the trainer; the message is one line."""
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks: one script per measured question, each printing a table."""

@@ -1,0 +1,1 @@
+"""Image-classification experiments: ImageNet-style folders, base init, features, PQ, streaming."""

@@ -1,0 +1,213 @@
+"""What every script of every experiment family shares, and no dataset knows.
+
+- ``InputError`` and ``run_cli``: bad input becomes one line on stderr and exit status 2 (the
+  argparse convention), never a traceback; Ctrl-C exits 130.
+- ``write_json`` / ``write_csv``: one format each, written atomically.
+- ``resolve_device``, ``seed_everything``, ``RunLog``.
+- ``capture_rng`` / ``restore_rng``: every generator a run draws from (Python, NumPy's global,
+  torch's CPU and CUDA), so a resumed run draws what an uninterrupted one would have.
+- Run checkpoints (``save_run_checkpoint`` / ``load_run_checkpoint``): one format with a kind, a
+  format version and a fingerprint. The fingerprint is an allowlist: the settings that define
+  what a run computes (``fingerprint``); anything else (paths, threads, progress bars, how often
+  to checkpoint) may change between a run and its resume.
+
+Torch is imported lazily, so a script that fails on its command line answers at once.
+"""
+import csv
+import json
+import os
+import sys
+
+from remind.checkpoint import atomic_write
+from remind.errors import InputError
+
+EXIT_INPUT_ERROR = 2
+EXIT_INTERRUPTED = 130
+RUN_CHECKPOINT_VERSION = 1
+
+
+def run_cli(main, argv=None, prog=None):
+    """Run ``main(argv)`` as a script: an ``InputError`` -> ``[prog: ]error: <msg>``, exit 2."""
+    prefix = f"{prog}: " if prog else ""
+    try:
+        rc = main(argv)
+    except KeyboardInterrupt:
+        print(f"{prefix}interrupted; continue with --resume from the last checkpoint", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except InputError as err:  # only input errors are shortened; anything else is a bug
+        print(f"{prefix}error: {err}", file=sys.stderr)
+        sys.exit(EXIT_INPUT_ERROR)
+    sys.exit(rc or 0)
+
+
+# ------------------------------------------------------------------------------- outputs
+def write_json(path, obj):
+    """Indented UTF-8 JSON with a final newline, written atomically (folders made as needed)."""
+    with atomic_write(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+
+
+def write_csv(path, rows, header):
+    """``rows``: dicts keyed by ``header`` or sequences in its order; written atomically."""
+    with atomic_write(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            for row in rows:
+                w.writerow([row.get(k) for k in header] if isinstance(row, dict) else row)
+
+
+class RunLog:
+    """Print a line (above any progress bar) and append it to ``<save_dir>/<name>``."""
+
+    def __init__(self, save_dir, name="log.txt"):
+        self.path = os.path.join(save_dir, name)
+
+    def __call__(self, msg):
+        from tqdm import tqdm
+
+        tqdm.write(msg)
+        sys.stdout.flush()
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(msg + "\n")
+
+
+def command_line(argv=None):
+    """The command as typed (for the log): script name and arguments."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    return " ".join([os.path.basename(sys.argv[0])] + [str(a) for a in args])
+
+
+# ------------------------------------------------------------------------------ devices
+def default_device():
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_device(name=None):
+    """A torch.device from ``--device`` (None: cuda if available); CUDA without one is an input error."""
+    import torch
+
+    name = name or default_device()
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise InputError(f"--device {name}: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise InputError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible")
+    return device
+
+
+def set_cpu_threads(num_threads):
+    """Pin torch's and faiss's CPU thread pools (0 or None: leave their defaults)."""
+    if num_threads:
+        import faiss
+        import torch
+
+        torch.set_num_threads(num_threads)
+        faiss.omp_set_num_threads(num_threads)
+
+
+# ---------------------------------------------------------------------------- randomness
+def seed_everything(seed):
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def capture_rng():
+    import random
+
+    import numpy as np
+    import torch
+
+    return {"python": _python_rng_to_safe(random.getstate()), "numpy": _numpy_rng_to_safe(np.random.get_state()),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def restore_rng(state):
+    import random
+
+    import numpy as np
+    import torch
+
+    if state.get("python") is not None:
+        version, internal, gauss = state["python"]
+        random.setstate((int(version), tuple(int(v) for v in internal.tolist()), gauss))
+    if state.get("numpy") is not None:
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _python_rng_to_safe(state):
+    import torch
+
+    version, internal, gauss = state
+    return [version, torch.tensor(internal, dtype=torch.int64), gauss]
+
+
+def _numpy_rng_to_safe(state):
+    import torch
+
+    kind, keys, pos, has_gauss, cached = state
+    return [kind, torch.from_numpy(keys.astype("int64")), int(pos), int(has_gauss), float(cached)]
+
+
+# ------------------------------------------------------------------------ run checkpoints
+def fingerprint(settings, keys):
+    """The allowlisted settings that define a run, as plain JSON values."""
+    if not isinstance(settings, dict):
+        settings = vars(settings)
+    return json.loads(json.dumps({k: settings.get(k) for k in keys}))
+
+
+def fingerprint_diff(saved, current, prefix=""):
+    """The first setting that differs, as ``name: saved vs current`` (nested dicts by dotted name)."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in sorted(set(saved) | set(current), key=str):
+            if saved.get(key) != current.get(key):
+                return fingerprint_diff(saved.get(key), current.get(key), f"{prefix}{key}.")
+        return None
+    return f"{prefix.rstrip('.')}: {saved!r} vs {current!r}"
+
+
+def save_run_checkpoint(path, kind, run_fingerprint, payload):
+    """Atomically save ``payload`` with the run's kind, format version and fingerprint."""
+    from remind.checkpoint import save_checkpoint
+
+    save_checkpoint(path, {"format": kind, "format_version": RUN_CHECKPOINT_VERSION,
+                           "fingerprint": run_fingerprint, **payload})
+
+
+def load_run_checkpoint(path, kind, run_fingerprint=None, map_location="cpu"):
+    """Load a run checkpoint of ``kind``; refuse another kind, a newer format or other settings."""
+    from remind.checkpoint import CheckpointError, load_checkpoint
+
+    ckpt = load_checkpoint(path, map_location=map_location)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != kind:
+        raise CheckpointError(f"{path}: not a {kind} checkpoint")
+    version = ckpt.get("format_version", RUN_CHECKPOINT_VERSION)
+    if version > RUN_CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {version} is newer than this code's "
+                              f"({RUN_CHECKPOINT_VERSION}); update the code")
+    if run_fingerprint is not None:
+        diff = fingerprint_diff(ckpt.get("fingerprint"), run_fingerprint)
+        if diff is not None:
+            raise InputError(f"{path}: made with other settings ({diff}); use the original settings "
+                             "or another --save_dir")
+    return ckpt
+

@@ -1,0 +1,1 @@
+"""Streaming VQA experiments: CLEVR (S-MAC) and TDIUC (UpDown)."""
