@@ -80,6 +80,34 @@ def command_line(argv=None):
     return " ".join([os.path.basename(sys.argv[0])] + [str(a) for a in args])
 
 
+# ------------------------------------------------------------------------- command lines
+def add_run_arguments(parser, *, seed=True, checkpoints=False, checkpoint_interval=0,
+                      checkpoint_interval_min=15.0):
+    """The flags every script means the same by: --device, --seed, --num_threads, --progress and,
+    for long runs, --checkpoint_interval (steps), --checkpoint_interval_min and --stop_after_steps.
+    (Old spellings stay as aliases: --threads, --no_progress, --stop_after_samples.)"""
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    if seed:
+        parser.add_argument("--seed", type=int, default=0, help="makes a CPU run bit-for-bit repeatable")
+    parser.add_argument("--num_threads", "--threads", dest="num_threads", type=int, default=0,
+                        help="torch and faiss CPU threads (0: their defaults)")
+    parser.add_argument("--progress", choices=["auto", "on", "off"], default="auto", help="progress bars")
+    parser.add_argument("--no_progress", dest="progress", action="store_const", const="off",
+                        help="same as --progress off")
+    if checkpoints:
+        parser.add_argument("--checkpoint_interval", type=int, default=checkpoint_interval,
+                            help="also checkpoint every N optimizer steps (0: off)")
+        parser.add_argument("--checkpoint_interval_min", type=float, default=checkpoint_interval_min,
+                            help="also checkpoint after this many minutes (0: off)")
+        parser.add_argument("--stop_after_steps", "--stop_after_samples", dest="stop_after_steps", type=int,
+                            default=None, help="checkpoint and stop after N optimizer steps (continue with --resume)")
+
+
+def progress_disabled(args):
+    """tqdm's ``disable`` for --progress: None (auto: off when not a terminal), False or True."""
+    return {"auto": None, "on": False, "off": True}[args.progress]
+
+
 # ------------------------------------------------------------------------------ devices
 def default_device():
     import torch
