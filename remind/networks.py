@@ -82,12 +82,14 @@ def split_resnet(model, first_plastic_block="layer4.1"):
     return ResNetSegment(seq[:cut]), ResNetSegment(seq[cut:])
 
 
-def read_state_dict(path):
+def read_state_dict(path, obj=None):
     """A torchvision-format state_dict from a checkpoint file (plain, {'state_dict': ...} or
-    {'model_state': ...}), with DataParallel/DDP ``module.`` and ``model.`` prefixes removed."""
+    {'model_state': ...}), with DataParallel/DDP ``module.`` and ``model.`` prefixes removed.
+    ``obj``: the file's already loaded content, if at hand."""
     from remind.checkpoint import load_checkpoint
 
-    obj = load_checkpoint(path)
+    if obj is None:
+        obj = load_checkpoint(path)
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state", "model"):
             if key in obj and isinstance(obj[key], dict):
@@ -155,3 +157,95 @@ def freeze(module):
     for p in module.parameters():
         p.requires_grad_(False)
     return module
+
+
+# ------------------------------------------------------------------------ label spaces
+# Which class each fc row stands for. This project's base init trains rows in class order and
+# records that order in its checkpoints; the reference trained on ImageFolder's alphabetical
+# indices (its released checkpoint: an 'arch' entry, keys under 'model.'), so its rows follow the
+# sorted class folders.
+LABEL_SPACES = ("class_order", "alphabetical")
+
+
+def read_checkpoint_labels(path):
+    """(state_dict, row_classes or None, label space or None) of a base-network checkpoint."""
+    from remind.checkpoint import load_checkpoint
+
+    obj = load_checkpoint(path)
+    if isinstance(obj, dict) and isinstance(obj.get("class_order"), (list, tuple)):
+        return read_state_dict(path, obj), [str(c) for c in obj["class_order"]], "class_order"
+    if isinstance(obj, dict) and "arch" in obj and isinstance(obj.get("state_dict"), dict) and any(
+            k.split(".", 1)[0] in ("model", "module") for k in obj["state_dict"]):
+        return read_state_dict(path, obj), None, "alphabetical"
+    return read_state_dict(path, obj), None, None
+
+
+def fc_row_classes(path, fc_rows, recorded_rows, label_space, class_order, class_folders):
+    """The class (folder name) of each fc row, from the checkpoint's label space.
+
+    ``class_order``: the run's classes in label order; ``class_folders``: all class folders sorted
+    (ImageFolder's order). A checkpoint that does not say its label space is accepted only where
+    both readings agree (the class order is the sorted folder order)."""
+    if label_space is None:
+        if list(class_order[:fc_rows]) == list(class_folders[:fc_rows]):
+            return list(class_order[:fc_rows])
+        raise NetworkError(f"{path}: the checkpoint does not say which class each of its {fc_rows} fc rows is; "
+                           "pass --ckpt_label_space class_order (rows follow the class order, as this "
+                           "project's base init trains them) or alphabetical (sorted class folders, as the "
+                           "reference's checkpoints)")
+    if label_space not in LABEL_SPACES:
+        raise NetworkError(f"unknown label space {label_space!r}; expected one of {', '.join(LABEL_SPACES)}")
+    rows = recorded_rows if recorded_rows is not None else (
+        list(class_order) if label_space == "class_order" else list(class_folders))
+    if len(rows) < fc_rows:
+        raise NetworkError(f"{path}: the fc has {fc_rows} rows but the {label_space} label space names "
+                           f"only {len(rows)} classes")
+    return list(rows[:fc_rows])
+
+
+def align_fc_rows(state_dict, row_classes, run_classes, source="checkpoint"):
+    """A copy of ``state_dict`` whose fc rows are ``run_classes``, taken by class name."""
+    index = {c: i for i, c in enumerate(row_classes)}
+    missing = [c for c in run_classes if c not in index]
+    if missing:
+        raise NetworkError(f"{source}: the fc has no row for class {missing[0]!r}"
+                           + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                           + "; pass --allow_fc_resize to start the fc from a random init")
+    rows = torch.tensor([index[c] for c in run_classes], dtype=torch.long)
+    out = dict(state_dict)
+    out["fc.weight"] = state_dict["fc.weight"].index_select(0, rows)
+    out["fc.bias"] = state_dict["fc.bias"].index_select(0, rows)
+    return out
+
+
+def load_base_network(path, class_order, class_folders, num_classes=None, label_space=None,
+                      allow_fc_resize=False, log=print):
+    """A ResNet-18 with a ``num_classes``-way fc whose row k is the class ``class_order[k]``.
+
+    ``label_space`` (None: from the checkpoint) says how the checkpoint's rows are ordered; the
+    rows are then picked by class name, so a reference checkpoint (alphabetical rows) and one of
+    ours (class-order rows) give the same network for the same weights."""
+    num_classes = num_classes or len(class_order)
+    run_classes = list(class_order[:num_classes])
+    state, recorded, recorded_space = read_checkpoint_labels(path)
+    if label_space is not None and recorded_space is not None and label_space != recorded_space:
+        raise NetworkError(f"{path}: --ckpt_label_space {label_space}, but the checkpoint's rows are in "
+                           f"{recorded_space} order")
+    space = label_space or recorded_space
+    fc_rows = state["fc.weight"].shape[0] if "fc.weight" in state else 0
+    model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
+    try:
+        rows = fc_row_classes(path, fc_rows, recorded, space, class_order, class_folders)
+        state = align_fc_rows(state, rows, run_classes, str(path))
+    except NetworkError:
+        if not allow_fc_resize:
+            raise
+        load_resnet_weights(model, state, str(path), allow_fc_resize=True)
+        return model
+    load_resnet_weights(model, state, str(path))
+    if rows[:num_classes] != run_classes:
+        log(f"{path}: fc rows mapped from {space or 'class_order'} order to the class order")
+    elif fc_rows > num_classes:
+        log(f"{path}: kept the first {num_classes} of the fc's {fc_rows} rows (they are the first classes "
+            "of the class order)")
+    return model

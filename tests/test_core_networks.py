@@ -86,3 +86,66 @@ def test_fc_resize_is_an_explicit_choice_and_said_loudly(tmp_path, resnet, capsy
     assert model.fc.out_features == 12
     assert torch.equal(model.layer4[1].conv2.weight, resnet.layer4[1].conv2.weight)
     assert "RANDOM init" in capsys.readouterr().err
+
+
+def _saved_in_both_layouts(tmp_path, folders, order):
+    """One trained-looking network saved as the reference would (alphabetical rows, 'model.' keys,
+    'arch') and as this project's base init (rows in class order, the order recorded)."""
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None, num_classes=len(folders))  # rows: sorted folders
+    ref = tmp_path / "reference.pth"
+    torch.save({"arch": "ResNet18ClassifyAfterLayer4_1", "epoch": 40, "best_acc1": 50.0,
+                "state_dict": {f"model.{k}": v for k, v in net.state_dict().items()}}, ref)
+    rows = torch.tensor([folders.index(c) for c in order])
+    ours_sd = dict(net.state_dict())
+    ours_sd["fc.weight"], ours_sd["fc.bias"] = ours_sd["fc.weight"][rows], ours_sd["fc.bias"][rows]
+    ours = tmp_path / "ours.pth"
+    torch.save({"state_dict": ours_sd, "class_order": order}, ours)
+    return net, ref, ours
+
+
+def test_reference_and_own_layouts_give_the_same_network(tmp_path):
+    from remind.networks import load_base_network
+
+    folders = [f"n{i:08d}" for i in range(6)]
+    order = [folders[i] for i in (3, 0, 5, 1, 4, 2)]
+    net, ref, ours = _saved_in_both_layouts(tmp_path, folders, order)
+    x = torch.randn(3, 3, 32, 32)
+    net.eval()
+    expected = net(x)[:, [folders.index(c) for c in order[:4]]]  # class-order columns, 4 classes
+    for path in (ref, ours):
+        model = load_base_network(path, order, folders, num_classes=4, log=lambda m: None).eval()
+        assert torch.allclose(model(x), expected, atol=1e-6), path
+
+
+def test_unknown_label_space_is_refused_unless_stated(tmp_path):
+    from remind.networks import load_base_network
+
+    folders = [f"n{i:08d}" for i in range(4)]
+    order = [folders[i] for i in (2, 0, 3, 1)]
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None, num_classes=4)
+    plain = tmp_path / "plain.pth"
+    torch.save(net.state_dict(), plain)
+    with pytest.raises(NetworkError, match="--ckpt_label_space"):
+        load_base_network(plain, order, folders)
+    # Stated: rows in class order -> loaded as is; alphabetical -> rows permuted to the order.
+    m1 = load_base_network(plain, order, folders, label_space="class_order", log=lambda m: None)
+    assert torch.equal(m1.fc.weight, net.fc.weight)
+    m2 = load_base_network(plain, order, folders, label_space="alphabetical", log=lambda m: None)
+    assert torch.equal(m2.fc.weight, net.fc.weight[[2, 0, 3, 1]])
+    # The sorted order needs no statement: both readings agree.
+    m3 = load_base_network(plain, folders, folders, log=lambda m: None)
+    assert torch.equal(m3.fc.weight, net.fc.weight)
+
+
+def test_larger_fc_keeps_the_first_rows_of_the_class_order(tmp_path):
+    from remind.networks import load_base_network
+
+    folders = [f"n{i:08d}" for i in range(6)]
+    order = [folders[i] for i in (5, 4, 3, 2, 1, 0)]
+    net, _, ours = _saved_in_both_layouts(tmp_path, folders, order)
+    said = []
+    model = load_base_network(ours, order, folders, num_classes=3, log=said.append)
+    assert model.fc.weight.shape[0] == 3 and "kept the first 3" in said[0]
+    assert torch.equal(model.fc.weight, net.fc.weight[[5, 4, 3]])
