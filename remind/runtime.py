@@ -213,16 +213,49 @@ def fingerprint_diff(saved, current, prefix=""):
     return f"{prefix.rstrip('.')}: {saved!r} vs {current!r}"
 
 
-def save_run_checkpoint(path, kind, run_fingerprint, payload):
-    """Atomically save ``payload`` with the run's kind, format version and fingerprint."""
+def save_run_checkpoint(path, kind, run_fingerprint, payload, *, keep=2):
+    """Atomically save ``payload`` with the run's kind, format version and fingerprint, keeping the
+    ``keep`` newest versions (``path``, then ``<name>.1<ext>``, ...; see ``remind.checkpoint``).
+    A full disk is a one-line ``DiskFullError`` and leaves the previous versions intact."""
     from remind.checkpoint import save_checkpoint
 
     save_checkpoint(path, {"format": kind, "format_version": RUN_CHECKPOINT_VERSION,
-                           "fingerprint": run_fingerprint, **payload})
+                           "fingerprint": run_fingerprint, **payload}, keep=keep)
 
 
-def load_run_checkpoint(path, kind, run_fingerprint=None, map_location="cpu"):
-    """Load a run checkpoint of ``kind``; refuse another kind, a newer format or other settings."""
+def load_run_checkpoint(path, kind, run_fingerprint=None, map_location="cpu", *, fallback=True,
+                        return_path=False):
+    """Load the newest good run checkpoint of ``kind`` at ``path`` (or, with ``return_path``,
+    ``(checkpoint, path_loaded)``).
+
+    A newest version that is truncated, damaged, of another kind or of a newer format is refused
+    and (``fallback``) the next older one is tried, with a one-line warning on stderr naming each
+    refused file and why; none good is a ``CheckpointError`` naming them all. A checkpoint made
+    with other settings is never skipped: it is an ``InputError`` (the user's settings differ)."""
+    from remind.checkpoint import CheckpointError, checkpoint_versions
+
+    path = os.fspath(path)
+    candidates = [path] + ([v for v in checkpoint_versions(path) if v != path] if fallback else [])
+    refused = []
+    for candidate in candidates:
+        try:
+            ckpt = _load_run_checkpoint_file(candidate, kind, map_location)
+        except CheckpointError as err:
+            refused.append(err)
+            continue
+        _check_run_fingerprint(candidate, ckpt, run_fingerprint)
+        if refused:
+            print(f"warning: refused {'; '.join(map(str, refused))}; falling back to {candidate}",
+                  file=sys.stderr, flush=True)
+        return (ckpt, candidate) if return_path else ckpt
+    if len(refused) == 1:
+        raise refused[0]
+    raise CheckpointError(f"{path}: no usable checkpoint among {len(refused)} versions: "
+                          + "; ".join(map(str, refused)))
+
+
+def _load_run_checkpoint_file(path, kind, map_location):
+    """One file: readable, of ``kind``, and of a format this code reads (else CheckpointError)."""
     from remind.checkpoint import CheckpointError, load_checkpoint
 
     ckpt = load_checkpoint(path, map_location=map_location)
@@ -232,10 +265,12 @@ def load_run_checkpoint(path, kind, run_fingerprint=None, map_location="cpu"):
     if version > RUN_CHECKPOINT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {version} is newer than this code's "
                               f"({RUN_CHECKPOINT_VERSION}); update the code")
+    return ckpt
+
+
+def _check_run_fingerprint(path, ckpt, run_fingerprint):
     if run_fingerprint is not None:
         diff = fingerprint_diff(ckpt.get("fingerprint"), run_fingerprint)
         if diff is not None:
             raise InputError(f"{path}: made with other settings ({diff}); use the original settings "
                              "or another --save_dir")
-    return ckpt
-
