@@ -1,4 +1,4 @@
-"""Accuracy metrics shared by the experiments."""
+"""Accuracy metrics shared by the experiments: top-k hits and accuracies, and Omega_all."""
 import numpy as np
 import torch
 
@@ -19,31 +19,9 @@ def topk_accuracy(scores, targets, ks=(1, 5)):
     return {k: (100.0 * flags[k].float().mean().item()) if n else float("nan") for k in ks}
 
 
-def accuracy_by_group(correct, groups):
-    """Mean of ``correct`` (0/1 or scores in [0, 1]) per group value -> {group: accuracy}."""
-    correct = np.asarray(correct, dtype=np.float64)
-    groups = np.asarray(groups)
-    return {g.item() if hasattr(g, "item") else g: float(correct[groups == g].mean())
-            for g in np.unique(groups)}
-
-
-def arithmetic_mean(values):
-    values = list(values)
-    return float(np.mean(values)) if values else float("nan")
-
-
-def harmonic_mean(values):
-    """Harmonic mean; 0 when any value is 0 (the limit), NaN for no values."""
-    values = np.asarray(list(values), dtype=np.float64)
-    if values.size == 0:
-        return float("nan")
-    if (values <= 0).any():
-        return 0.0
-    return float(values.size / np.sum(1.0 / values))
-
-
 def omega(accuracies, offline_accuracies):
-    """Omega_all: mean over evaluation points of acc_t / acc_offline_t."""
+    """Omega_all (Kemker et al. 2018): mean over evaluation points t of acc_t / acc_offline_t, where
+    acc_offline_t is an offline model's accuracy at the same point; 1.0 matches the offline model."""
     a = np.asarray(accuracies, dtype=np.float64)
     b = np.asarray(offline_accuracies, dtype=np.float64)
     if a.shape != b.shape or a.size == 0:
