@@ -145,7 +145,7 @@ def scan_object(folder, session, obj):
         frames.append((fff, name))
     if not frames:
         raise Core50Error(f"object folder with no frames: {folder}")
-    return frames
+    return sorted(frames)
 
 
 def scan_session(root, session):
