@@ -19,7 +19,8 @@ checkpoint is intact``: the temporary file is removed and the target is untouche
 Reading (``load_checkpoint``): ``torch.load(weights_only=True)``, so a checkpoint is data and can
 never run code. ``torch.load`` checks no CRC (a flipped bit in tensor data loads silently), so
 every record of the zip archive ``torch.save`` writes is first read against its CRC-32: a
-truncated or damaged file is refused with a ``CheckpointError`` naming it and why.
+truncated or damaged file is refused with a ``CheckpointError`` naming it and why. (Records saved
+with torch's CRC option turned off store a CRC of 0: those are read, not checked.)
 
 Fault injection, for tests only: the environment variable ``REMIND_FAULT_INJECT`` holds one or
 more comma-separated ``ACTION:N[:GLOB]``. The N-th ``atomic_write`` of this process (counted from
@@ -50,6 +51,7 @@ import sys
 import tempfile
 import time
 import zipfile
+import zlib
 
 import numpy as np
 import torch
@@ -253,7 +255,8 @@ def save_checkpoint(path, obj, keep=1):
 
 
 def verify_checkpoint(path):
-    """Read every record of a zip-format checkpoint against its CRC-32; raise if any fails."""
+    """Read every record of a zip-format checkpoint against its CRC-32; raise if any fails.
+    (Records saved with torch's CRC option off store 0 and cannot be checked: they are read only.)"""
     path = os.fspath(path)
     with open(path, "rb") as f:
         head = f.read(4)
@@ -262,17 +265,36 @@ def verify_checkpoint(path):
     if head != _ZIP_MAGIC:
         return  # not torch's zip format: torch.load decides
     try:
-        with zipfile.ZipFile(path) as z:
+        with zipfile.ZipFile(path) as z, open(path, "rb") as raw:
             for info in z.infolist():
-                with z.open(info) as member:  # zipfile checks the CRC-32 at the member's end
-                    while member.read(1 << 24):
-                        pass
+                _check_record(z, raw, info)
     except zipfile.BadZipFile as err:
         why = "no zip directory at its end" if "not a zip file" in str(err) else str(err)
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or damaged: {why})") from None
     except Exception as err:
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or damaged: "
                               f"{_one_line(err)})") from None
+
+
+def _check_record(z, raw, info, chunk=1 << 24):
+    if info.compress_type != zipfile.ZIP_STORED:  # not torch's: zipfile checks the CRC itself
+        with z.open(info) as member:
+            while member.read(chunk):
+                pass
+        return
+    raw.seek(info.header_offset)
+    header = raw.read(30)
+    if len(header) < 30 or header[:4] != _ZIP_MAGIC:
+        raise zipfile.BadZipFile(f"bad header of record {info.filename!r}")
+    raw.seek(int.from_bytes(header[26:28], "little") + int.from_bytes(header[28:30], "little"), os.SEEK_CUR)
+    crc, left = 0, info.compress_size
+    while left:
+        data = raw.read(min(chunk, left))
+        if not data:
+            raise zipfile.BadZipFile(f"record {info.filename!r} is cut short")
+        crc, left = zlib.crc32(data, crc), left - len(data)
+    if info.CRC and crc != info.CRC:
+        raise zipfile.BadZipFile(f"record {info.filename!r} fails its CRC-32 check")
 
 
 def load_checkpoint(path, map_location="cpu"):

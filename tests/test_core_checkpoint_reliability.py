@@ -93,6 +93,15 @@ def test_a_bit_flip_in_tensor_data_is_caught_by_the_crc_check(tmp_path, capsys):
     assert "CRC" in capsys.readouterr().err
 
 
+def test_a_file_saved_without_crcs_still_loads(tmp_path):
+    torch.serialization.set_crc32_options(False)
+    try:
+        torch.save({"w": torch.arange(5)}, tmp_path / "nocrc.pt")
+    finally:
+        torch.serialization.set_crc32_options(True)
+    assert torch.equal(load_checkpoint(tmp_path / "nocrc.pt")["w"], torch.arange(5))
+
+
 @pytest.mark.parametrize("foreign", ["other_kind", "text", "empty", "missing"])
 def test_a_foreign_newest_falls_back_and_alone_is_refused(tmp_path, capsys, foreign):
     path = tmp_path / "latest.pt"
