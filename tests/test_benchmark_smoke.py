@@ -28,3 +28,20 @@ def test_quick_benchmark_prints_the_tables(tmp_path):
         assert med["update_f"] > 0 and med["total"] >= med["update_f"]
         assert e["memory_ratio"] >= 1.0
     assert {r["what"] for r in res["reference"]} >= {"latent crops, 51 maps", "latent crops, 101 maps"}
+
+
+def test_reference_bookkeeping_keeps_its_lists_consistent():
+    """The reference approach the benchmark times: every evict adds one id and removes one, from the
+    largest class, so the list, the store and the class lists keep holding the same ids."""
+    import numpy as np
+
+    from benchmarks.reference_step import ReferenceBookkeeping, ref_draw
+
+    book = ReferenceBookkeeping(3000, seed=0)
+    for _ in range(50):
+        book.evict()
+    ids = set(book.ids)
+    assert len(book.ids) == len(ids) == 3000 and set(book.store) == ids
+    assert set().union(*map(set, book.class_lists.values())) == ids
+    drawn = ref_draw(3000, 100, np.random.default_rng(0))
+    assert len(set(drawn)) == 100 and all(0 <= i < 3000 for i in drawn)
