@@ -85,10 +85,10 @@ def atomic_write(path, keep=1, what="file"):
     os.makedirs(folder, exist_ok=True)
     base, ext = os.path.splitext(os.path.basename(path))
     _remove_stale_temps(folder, base, ext)
-    existed = os.path.exists(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.{os.getpid()}-", suffix=f".tmp{ext}", dir=folder)
-    os.close(fd)
+    existed, tmp = os.path.exists(path), None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{base}.{os.getpid()}-", suffix=f".tmp{ext}", dir=folder)
+        os.close(fd)
         yield tmp
         _inject_fault(path, tmp)
         with open(tmp, "rb+") as f:
@@ -101,8 +101,9 @@ def atomic_write(path, keep=1, what="file"):
         os.replace(tmp, path)
         _fsync_folder(folder)
     except BaseException as err:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
         if isinstance(err, OSError) and err.errno in _DISK_FULL:
             kept = f"the previous {what} is intact" if existed else "nothing was written"
             raise DiskFullError(f"{path}: {os.strerror(err.errno).lower()} while saving; {kept}") from None

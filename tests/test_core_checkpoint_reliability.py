@@ -190,6 +190,16 @@ def test_full_disk_filters_by_file_name_and_counts_writes(tmp_path, monkeypatch)
         save_checkpoint(tmp_path / "new.pt", {"v": 1})
 
 
+def test_a_writer_hitting_a_full_disk_gets_the_same_one_line_error(tmp_path):
+    write_json(tmp_path / "out.json", {"v": 1})
+    with pytest.raises(DiskFullError, match="out.json: no space left on device while saving; the previous file is intact"):
+        with atomic_write(tmp_path / "out.json") as tmp:
+            with open(tmp, "w") as f:
+                f.write("{")
+            raise OSError(28, "No space left on device")
+    assert _files(tmp_path) == ["out.json"] and (tmp_path / "out.json").read_text() == '{\n  "v": 1\n}\n'
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_torch_save_into_a_python_file_reports_enospc_as_oserror():
     """save_checkpoint writes through a Python file so a real full disk arrives as ENOSPC."""
