@@ -16,7 +16,8 @@ import json
 import math
 import os
 
-from image_classification_experiments.ic_common import run_cli, write_json
+from image_classification_experiments.ic_common import write_json
+from remind.runtime import run_cli
 from image_classification_experiments.imagenet_folders import DataError
 
 
@@ -111,7 +112,7 @@ def plot(path, table, metric, title=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from image_classification_experiments.ic_common import atomic_output
+    from remind.checkpoint import atomic_write
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, per_point in table.items():
@@ -128,7 +129,7 @@ def plot(path, table, metric, title=None):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    with atomic_output(path) as tmp:
+    with atomic_write(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
 
@@ -148,4 +149,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, prog="compare_runs.py")

@@ -1,84 +1,22 @@
-"""Small helpers shared by the image-classification scripts (no torch import at module level).
+"""The one convention of the image-classification family that the shared runtime does not have.
 
-- ``run_cli``: bad input becomes one line on stderr and exit status 1, not a traceback.
-- ``atomic_output``: every output is written under a temporary name and renamed at the end, so a
-  crash or Ctrl-C never leaves a half-written file under the final name.
+Every JSON file these scripts write (config.json, results.json, the per-point accuracy files, the
+converter's manifest, compare_runs.py's table) has its keys sorted, as it always has: files written
+before and after a change of the code then compare byte for byte. Writing itself (atomic, UTF-8,
+indented, final newline) is ``remind.runtime.write_json``'s.
 """
-import json
-import sys
-
-from image_classification_experiments.imagenet_folders import DataError
-
-# Error classes of the core whose messages are already one clear line (looked up by name so
-# that this module does not import torch).
-_CORE_ERRORS = (("remind.checkpoint", "CheckpointError"), ("remind.quantizer", "QuantizerError"),
-                ("remind.networks", "NetworkError"))
+from remind import runtime
 
 
-def _expected_errors():
-    classes = [DataError]
-    for module, name in _CORE_ERRORS:
-        cls = getattr(sys.modules.get(module), name, None)
-        if cls is not None:
-            classes.append(cls)
-    return tuple(classes)
-
-
-def run_cli(main, argv=None):
-    """Run ``main(argv)``; known input errors -> ``error: <msg>`` on stderr and exit 1."""
-    try:
-        main(argv)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    except Exception as err:  # only the known kinds are shortened; anything else is a bug
-        if not isinstance(err, _expected_errors()):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
-
-
-def atomic_output(path):
-    """Temporary path beside ``path``, renamed to it when the block succeeds (see remind.checkpoint)."""
-    from remind.checkpoint import atomic_write
-
-    return atomic_write(path)
+def sorted_keys(obj):
+    """A copy of ``obj`` with every dict's keys in sorted order (lists and tuples kept in order)."""
+    if isinstance(obj, dict):
+        return {k: sorted_keys(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [sorted_keys(v) for v in obj]
+    return obj
 
 
 def write_json(path, obj):
-    with atomic_output(path) as tmp:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
-
-
-def default_device():
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def resolve_device(name):
-    """A torch.device from ``--device``; asking for CUDA without one is an input error."""
-    import torch
-
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise DataError(f"--device {name}: {err}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DataError(f"--device {name}: CUDA is not available on this machine")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise DataError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible")
-    return device
-
-
-def seed_everything(seed):
-    import random
-
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    """``remind.runtime.write_json`` with sorted keys."""
+    runtime.write_json(path, sorted_keys(obj))

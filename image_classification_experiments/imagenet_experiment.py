@@ -13,10 +13,8 @@ state in place of the reference's pickled buffer), results.json, results.csv, ac
 and checkpoints/latest.pt, from which ``--resume`` continues exactly where the run stopped.
 """
 import argparse
-import csv
 import os
 import re
-import sys
 import time
 
 import remind  # noqa: F401  (torchvision compatibility)
@@ -25,19 +23,24 @@ import torch
 from torch.utils.data import Subset
 from tqdm import tqdm
 
-from remind.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from remind.checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
+from remind.errors import InputError
 from remind.metrics import topk_accuracy
 from remind.model import REMINDModel, StreamingConfig
 from remind.networks import block_after, build_resnet18_split
 from remind.quantizer import ProductQuantizer
 from remind.replay_buffer import ReplayBuffer
+from remind.runtime import (RunLog, add_run_arguments, capture_rng, command_line, default_device, fingerprint,
+                            load_run_checkpoint, progress_disabled, resolve_device, restore_rng, run_cli,
+                            save_run_checkpoint, seed_everything, set_cpu_threads, write_csv)
 
 from image_classification_experiments import imagenet_data as data
 from image_classification_experiments.base_init_cache import ensure_base_init_cache
-from image_classification_experiments.ic_common import default_device, resolve_device, run_cli, seed_everything, write_json
+from image_classification_experiments.ic_common import write_json
 from image_classification_experiments.imagenet_folders import DataError
 
 LATEST = os.path.join("checkpoints", "latest.pt")
+KIND = "remind_ic_stream"  # the run checkpoints' format (latest.pt and remind_model/remind_state_<b>.pt)
 # Settings that define the run: a resume with other values would silently mix two experiments.
 RUN_DEFINING = ("classifier_ckpt", "extract_features_from", "classifier", "num_classes", "min_class",
                 "base_init_classes", "class_increment", "streaming_max_class",
@@ -49,7 +52,21 @@ RUN_DEFINING = ("classifier_ckpt", "extract_features_from", "classifier", "num_c
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    # directories and names (the reference's flags)
+    add_reference_arguments(p)
+    add_project_arguments(p)
+    args = p.parse_args(argv)
+    if args.save_dir is None:
+        args.save_dir = os.path.join("streaming_experiments", args.expt_name)
+    args.base_init_dir = args.base_init_dir or os.path.join(args.save_dir, "base_init")
+    args.device = args.device or default_device()
+    args.extract_features_from = args.extract_features_from.removeprefix("model.")
+    validate_args(args)
+    return args
+
+
+def add_reference_arguments(p):
+    """The reference implementation's flags, with its names and defaults."""
+    # directories and names
     p.add_argument("--expt_name", default="remind_imagenet")
     p.add_argument("--label_dir", "--labels_dir", dest="label_dir", default="./imagenet_files")
     p.add_argument("--images_dir", required=True, help="folder with train/ and val/")
@@ -93,11 +110,12 @@ def parse_args(argv=None):
     p.add_argument("--class_increment", type=int, default=100)
     p.add_argument("--streaming_min_class", type=int, default=100)
     p.add_argument("--streaming_max_class", type=int, default=1000)
-    # this project's flags
+
+
+def add_project_arguments(p):
+    """This project's flags: the base-init cache, data options, resuming and the shared run flags."""
     p.add_argument("--base_init_dir", default=None,
                    help="cache of extract_features.py / fit_pq.py (default: <save_dir>/base_init)")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image_size", type=int, default=224)
     p.add_argument("--num_workers", type=int, default=8)
     p.add_argument("--val_labels_csv", default=None, help="LOC_val_solution.csv for a flat val folder")
@@ -106,18 +124,10 @@ def parse_args(argv=None):
                    help="use only the first N images of each class (small demos)")
     p.add_argument("--resume", action="store_true",
                    help="continue from <save_dir>/checkpoints/latest.pt (starts afresh if absent)")
-    p.add_argument("--checkpoint_interval", type=int, default=10000,
-                   help="also checkpoint every N streamed samples within a chunk (0: only at chunk ends)")
-    p.add_argument("--stop_after_samples", type=int, default=None,
-                   help="checkpoint and stop after N streamed samples (time-boxed jobs)")
-    args = p.parse_args(argv)
-    if args.save_dir is None:
-        args.save_dir = os.path.join("streaming_experiments", args.expt_name)
-    args.base_init_dir = args.base_init_dir or os.path.join(args.save_dir, "base_init")
-    args.device = args.device or default_device()
-    args.extract_features_from = args.extract_features_from.removeprefix("model.")
-    validate_args(args)
-    return args
+    # --device, --seed, --num_threads, --progress; checkpoints/latest.pt every --checkpoint_interval
+    # streamed samples (one optimizer step each) and every --checkpoint_interval_min minutes, as well
+    # as after each chunk; --stop_after_steps N (alias --stop_after_samples) saves and stops.
+    add_run_arguments(p, checkpoints=True, checkpoint_interval=10000)
 
 
 def first_plastic_block(classifier):
@@ -146,18 +156,6 @@ def validate_args(args):
         raise DataError(f"--codebook_size must be a power of two in 2..256, got {args.codebook_size}")
     if not os.path.isfile(args.classifier_ckpt):
         raise DataError(f"--classifier_ckpt {args.classifier_ckpt}: file not found")
-
-
-class Log:
-    """Print and append to <save_dir>/log.txt (the run's record survives the terminal)."""
-
-    def __init__(self, save_dir):
-        self.path = os.path.join(save_dir, "log.txt")
-
-    def __call__(self, msg):
-        tqdm.write(msg)
-        with open(self.path, "a") as f:
-            f.write(msg + "\n")
 
 
 # ------------------------------------------------------------------------------- base init
@@ -220,7 +218,7 @@ class ValCodes:
             loader = data.make_loader(ds, self.args.batch_size, self.args.num_workers,
                                       pin_memory=model.device.type == "cuda")
             bar = tqdm(total=len(ds), desc=f"val codes {self.max_class}-{max_class - 1}", unit="img",
-                       dynamic_ncols=True, leave=False)
+                       dynamic_ncols=True, leave=False, disable=progress_disabled(self.args))
             for x, y, _ in data.iterate_batches(loader, tally):
                 if x is not None:
                     self.codes.append(model.encode_images(x).cpu())
@@ -260,17 +258,12 @@ def write_outputs(args, model, state, probs, result):
     out = os.path.join(args.save_dir, "remind_model")
     save_checkpoint(os.path.join(out, f"remind_classifier_F_{b}.pth"),
                     {"state_dict": model.f.state_dict(), "optimizer": model.optimizer.state_dict()})
-    save_checkpoint(os.path.join(out, f"remind_state_{b}.pt"), run_state(model, state))
+    save_state(os.path.join(out, f"remind_state_{b}.pt"), args, model, state, keep=1)
     write_json(os.path.join(args.save_dir, "results.json"),
                {"expt_name": args.expt_name, "evaluations": history,
                 "final": history[-1], "buffer_items": len(model.buffer),
                 "buffer_bytes": model.buffer.nbytes})
-    keys = list(result)
-    with atomic_write(os.path.join(args.save_dir, "results.csv")) as tmp:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(history)
+    write_csv(os.path.join(args.save_dir, "results.csv"), history, header=list(result))
     plot(args, history)
 
 
@@ -298,52 +291,92 @@ def plot(args, history):
 
 
 # --------------------------------------------------------------------------------- state
-def run_state(model, state):
-    return {"model": model.state_dict(), "history": state["history"], "config": state["config"],
-            "chunk_start": state["chunk_start"], "offset": state["offset"],
-            "torch_rng": torch.get_rng_state()}
+def save_state(path, args, model, state, keep=2):
+    """The whole run state as a run checkpoint: the model (F, optimizer, buffer, quantizer, its
+    generators), the evaluations so far, the position in the stream and every global generator."""
+    save_run_checkpoint(path, KIND, fingerprint(args, RUN_DEFINING), {
+        "model": model.state_dict(), "history": state["history"], "chunk_start": state["chunk_start"],
+        "offset": state["offset"], "rng": capture_rng()}, keep=keep)
 
 
-def restore(model, saved, args, path):
-    old = saved["config"]
-    diff = [k for k in RUN_DEFINING if k in old and old[k] != getattr(args, k)]
-    if diff:
-        k = diff[0]
-        raise DataError(f"{path}: saved with --{k} {old[k]}, now {getattr(args, k)}; "
-                        "use the original settings or another --save_dir")
+def save_latest(args, model, state):
+    save_state(os.path.join(args.save_dir, LATEST), args, model, state)
+
+
+def check_same_run(saved, args, path):
+    """Refuse a state made with other run-defining settings (``saved``: their values)."""
+    current = fingerprint(args, RUN_DEFINING)
+    for k in RUN_DEFINING:
+        if k in saved and saved[k] != current[k]:
+            raise InputError(f"{path}: saved with --{k} {saved[k]}, now {current[k]}; "
+                             "use the original settings or another --save_dir")
+
+
+def load_state(path, args, model):
+    """Restore ``model`` and the generators from a saved state; returns the run's progress.
+
+    States of the previous version of this script (no "format": a "config" of the run-defining
+    settings and torch's generator only) are read too."""
+    try:
+        saved = load_run_checkpoint(path, KIND, map_location=model.device)
+        check_same_run(saved["fingerprint"], args, path)
+    except CheckpointError:
+        saved = load_checkpoint(path, map_location=model.device)
+        if not isinstance(saved, dict) or "format" in saved or "config" not in saved:
+            raise
+        check_same_run(saved["config"], args, path)
     model.load_state_dict(saved["model"])
-    torch.set_rng_state(saved["torch_rng"])
-    return {"history": list(saved["history"]), "config": old,
-            "chunk_start": int(saved["chunk_start"]), "offset": int(saved["offset"])}
+    if "rng" in saved:
+        restore_rng(saved["rng"])
+    else:
+        torch.set_rng_state(saved["torch_rng"])
+    return {"history": list(saved["history"]), "chunk_start": int(saved["chunk_start"]),
+            "offset": int(saved["offset"])}
 
 
 def initial_state(args, model, log):
     """A resumed state, or a fresh one after base initialisation."""
     latest = os.path.join(args.save_dir, LATEST)
     if args.resume and os.path.isfile(latest):
-        state = restore(model, load_checkpoint(latest, map_location=model.device), args, latest)
+        state = load_state(latest, args, model)
         log(f"resumed from {latest}: chunk {state['chunk_start']}, {state['offset']} samples into it, "
             f"{model.steps} streamed so far")
         return state, False
     if args.resume_full_path is not None:
         path = os.path.join(args.resume_full_path, "remind_model",
                             f"remind_state_{args.streaming_min_class}.pt")
-        state = restore(model, load_checkpoint(path, map_location=model.device), args, path)
+        state = load_state(path, args, model)
         log(f"resumed from {path}: streaming from class {state['chunk_start']}")
         return state, False
     if args.resume:
         log(f"--resume: no checkpoint in {latest}; starting a new run")
     base_initialize(model, args, log)
-    config = {k: getattr(args, k) for k in RUN_DEFINING}
-    return {"history": [], "config": config, "chunk_start": args.streaming_min_class, "offset": 0}, True
+    return {"history": [], "chunk_start": args.streaming_min_class, "offset": 0}, True
 
 
-def save_latest(args, model, state):
-    save_checkpoint(os.path.join(args.save_dir, LATEST), run_state(model, state))
+class CheckpointClock:
+    """When to save checkpoints/latest.pt inside a chunk: every --checkpoint_interval steps, after
+    --checkpoint_interval_min minutes since the last save, and at --stop_after_steps (then stop)."""
+
+    def __init__(self, args):
+        self.args = args
+        self.last_save = time.monotonic()
+
+    def after_step(self, model, state):
+        """Save when due; True when the run should stop now."""
+        args, steps = self.args, model.steps
+        stop = args.stop_after_steps is not None and steps >= args.stop_after_steps
+        due = bool(args.checkpoint_interval) and steps % args.checkpoint_interval == 0
+        due = due or (args.checkpoint_interval_min > 0
+                      and time.monotonic() - self.last_save >= 60 * args.checkpoint_interval_min)
+        if stop or due:
+            save_latest(args, model, state)
+            self.last_save = time.monotonic()
+        return stop
 
 
 # ---------------------------------------------------------------------------------- main
-def stream_chunk(model, args, train, state, tally, log):
+def stream_chunk(model, args, train, state, tally, log, clock):
     """Stream one chunk of classes from state['offset'] on; returns False when told to stop early."""
     lo = state["chunk_start"]
     hi = min(lo + args.class_increment, args.streaming_max_class)
@@ -353,7 +386,7 @@ def stream_chunk(model, args, train, state, tally, log):
     loader = data.make_loader(todo, args.batch_size, args.num_workers,
                               pin_memory=model.device.type == "cuda")
     bar = tqdm(total=len(ds), initial=state["offset"], desc=f"stream {lo}-{hi - 1}", unit="img",
-               dynamic_ncols=True)
+               dynamic_ncols=True, disable=progress_disabled(args))
     loss_sum, loss_n = torch.zeros((), device=model.device), 0
     for x, y, idx in data.iterate_batches(loader, tally):
         if x is None:  # a batch of unreadable images only (skipped and counted)
@@ -366,15 +399,13 @@ def stream_chunk(model, args, train, state, tally, log):
             loss_n += 1
             bar.update(int(after[i]) - state["offset"])
             state["offset"] = int(after[i])
-            if loss_n == 50:  # reading the loss syncs a GPU: only now and then
-                bar.set_postfix(cls=int(y[i]), loss=f"{float(loss_sum) / loss_n:.3f}",
-                                buffer=len(model.buffer))
+            if loss_n == 50:  # reading the loss syncs a GPU: only now and then, for the bar
+                if not bar.disable:
+                    bar.set_postfix(cls=int(y[i]), loss=f"{float(loss_sum) / loss_n:.3f}",
+                                    buffer=len(model.buffer))
                 loss_sum.zero_()
                 loss_n = 0
-            if args.checkpoint_interval and model.steps % args.checkpoint_interval == 0:
-                save_latest(args, model, state)
-            if args.stop_after_samples is not None and model.steps >= args.stop_after_samples:
-                save_latest(args, model, state)
+            if clock.after_step(model, state):
                 bar.close()
                 log(f"stopped after {model.steps} streamed samples; continue with --resume")
                 return False
@@ -383,13 +414,26 @@ def stream_chunk(model, args, train, state, tally, log):
     return True
 
 
+def evaluate_chunk(model, val, args, state, tally, log):
+    """Evaluate after the chunk at state['chunk_start'], write the point's files, move on."""
+    hi = min(state["chunk_start"] + args.class_increment, args.streaming_max_class)
+    probs, _, result = evaluate(model, val, args, hi, tally)
+    log(f"classes {args.min_class}-{hi - 1}: seen top1={fmt(result['seen_classes_top1'])} "
+        f"top5={fmt(result['seen_classes_top5'])} | base top1={fmt(result['base_classes_top1'])} "
+        f"| new top1={fmt(result['non_base_classes_top1'])}")
+    state["chunk_start"], state["offset"] = hi, 0
+    write_outputs(args, model, state, probs, result)
+    save_latest(args, model, state)
+
+
 def main(argv=None):
     args = parse_args(argv)
     device = resolve_device(args.device)
+    set_cpu_threads(args.num_threads)
     os.makedirs(args.save_dir, exist_ok=True)
-    log = Log(args.save_dir)
+    log = RunLog(args.save_dir)
     seed_everything(args.seed)
-    log(f"$ {' '.join([os.path.basename(sys.argv[0])] + (sys.argv[1:] if argv is None else argv))}")
+    log(f"$ {command_line(argv)}")
     write_json(os.path.join(args.save_dir, "config.json"), vars(args))
     tally = data.UnreadableTally(args.skip_corrupt_images)
     train = data.load_split(args.images_dir, "train", args.label_dir)[:2]
@@ -405,22 +449,16 @@ def main(argv=None):
         write_outputs(args, model, state, probs, result)
         save_latest(args, model, state)
 
-    t0 = time.time()
+    t0, clock = time.time(), CheckpointClock(args)
     while state["chunk_start"] < args.streaming_max_class:
-        if not stream_chunk(model, args, train, state, tally, log):
-            return
-        hi = min(state["chunk_start"] + args.class_increment, args.streaming_max_class)
-        probs, _, result = evaluate(model, val, args, hi, tally)
-        log(f"classes {args.min_class}-{hi - 1}: seen top1={fmt(result['seen_classes_top1'])} "
-            f"top5={fmt(result['seen_classes_top5'])} | base top1={fmt(result['base_classes_top1'])} "
-            f"| new top1={fmt(result['non_base_classes_top1'])}")
-        state["chunk_start"], state["offset"] = hi, 0
-        write_outputs(args, model, state, probs, result)
-        save_latest(args, model, state)
+        if not stream_chunk(model, args, train, state, tally, log, clock):
+            return 0
+        evaluate_chunk(model, val, args, state, tally, log)
     if tally.count:
         log(tally.summary())
     print_table(state["history"], log)
     log(f"streaming took {time.time() - t0:.1f} s; results in {args.save_dir}")
+    return 0
 
 
 def print_table(history, log):
@@ -431,4 +469,4 @@ def print_table(history, log):
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, prog="imagenet_experiment.py")

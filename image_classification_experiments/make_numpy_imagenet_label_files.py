@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from image_classification_experiments import imagenet_folders as folders
-from image_classification_experiments.ic_common import run_cli
+from remind.runtime import run_cli
 
 
 def parse_args(argv=None):
@@ -57,4 +57,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, prog="make_numpy_imagenet_label_files.py")

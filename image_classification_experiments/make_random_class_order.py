@@ -7,7 +7,7 @@ import argparse
 import os
 
 from image_classification_experiments import imagenet_folders as folders
-from image_classification_experiments.ic_common import run_cli
+from remind.runtime import run_cli
 
 
 def parse_args(argv=None):
@@ -32,4 +32,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, prog="make_random_class_order.py")

@@ -20,9 +20,9 @@ With ``--seed`` a CPU run is deterministic, and a resumed run equals an uninterr
 epoch draws its data order and augmentations from (seed, epoch, rank).
 """
 import argparse
+import dataclasses
 import math
 import os
-import random
 import sys
 import time
 
@@ -36,14 +36,23 @@ from torch.utils.data import Sampler
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from remind.checkpoint import load_checkpoint, save_checkpoint
+from remind.checkpoint import CheckpointError, save_checkpoint
+from remind.errors import InputError
 from remind.networks import build_resnet18
+from remind.runtime import (add_run_arguments, capture_rng, default_device, fingerprint, fingerprint_diff,
+                            load_run_checkpoint, progress_disabled, resolve_device, restore_rng, run_cli,
+                            save_run_checkpoint, seed_everything, set_cpu_threads)
 
 from image_classification_experiments import imagenet_data as data
-from image_classification_experiments.ic_common import default_device, resolve_device, run_cli, seed_everything, write_json
+from image_classification_experiments.ic_common import write_json
 from image_classification_experiments.imagenet_folders import DataError
 
 ARCHS = ("ResNet18ClassifyAfterLayer4_1", "resnet18")  # both: torchvision's ResNet-18 layout
+KIND = "remind-base-init-last"  # the last checkpoint's format
+# The settings that define what training computes: a resume with other values is refused.
+# (--epochs may grow on a resume; paths, workers, device, --amp and the world size may change.)
+RUN_DEFINING = ("num_classes", "base_max_class", "image_size", "max_per_class", "batch_size", "lr",
+                "momentum", "weight_decay", "lr_step_size", "lr_gamma", "seed")
 
 
 def parse_args(argv=None):
@@ -74,8 +83,6 @@ def parse_args(argv=None):
                    help="last checkpoint (or the save dir holding it) to continue from")
     p.add_argument("-e", "--evaluate", action="store_true",
                    help="only evaluate the checkpoint given by --resume on the base val classes")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--image_size", type=int, default=224)
     p.add_argument("--max_per_class", type=int, default=None,
                    help="use only the first N training images of each class (small demos)")
@@ -87,6 +94,7 @@ def parse_args(argv=None):
                    help="torch.distributed backend (default: nccl on CUDA, gloo on CPU)")
     p.add_argument("--dist-url", "--dist_url", dest="dist_url", default="env://",
                    help="process-group init method (torchrun sets the env:// variables)")
+    add_run_arguments(p)  # --device, --seed, --num_threads, --progress
     args = p.parse_args(argv)
     if args.device is None:
         args.device = default_device()
@@ -161,27 +169,12 @@ def epoch_seed(seed, epoch, rank):
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
 
 
-# ------------------------------------------------------------------------------- RNG state
-def rng_state():
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": random.getstate(),
-             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state):
-    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, np.asarray(keys).astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 # ------------------------------------------------------------------------------- train / eval
+def bars_disabled(args, world):
+    """tqdm's ``disable``: only rank 0 draws progress bars, as --progress says."""
+    return True if not world.main else progress_disabled(args)
+
+
 def topk_correct(logits, target, ks):
     maxk = min(max(ks), logits.shape[1])
     pred = logits.topk(maxk, dim=1).indices
@@ -189,15 +182,14 @@ def topk_correct(logits, target, ks):
     return [hit[:, :min(k, maxk)].any(dim=1).sum().item() for k in ks]
 
 
-def train_one_epoch(model, loader, criterion, optimizer, scaler, args, device, world, epoch, tally,
-                    progress):
+def train_one_epoch(model, loader, criterion, optimizer, scaler, args, device, world, epoch, tally):
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.float64, device=device)
     seen = 0
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     bar = tqdm(total=len(loader.sampler) * world.world, unit="img", unit_scale=True,
-               desc=f"epoch {epoch + 1}/{args.epochs}", disable=not progress,
+               desc=f"epoch {epoch + 1}/{args.epochs}", disable=bars_disabled(args, world),
                mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True, leave=False)
     for step, (x, y, _) in enumerate(data.iterate_batches(loader, tally)):
         if x is None:
@@ -219,7 +211,7 @@ def train_one_epoch(model, loader, criterion, optimizer, scaler, args, device, w
         correct += (logits.detach().argmax(1) == y).sum().double()
         seen += n
         bar.update(n * world.world)
-        if progress and step % 10 == 0:
+        if not bar.disable and step % 10 == 0:
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", refresh=False)
     bar.close()
     total_loss, total_correct, total_seen = world.sum([loss_sum.item(), correct.item(), seen], device)
@@ -230,12 +222,12 @@ def train_one_epoch(model, loader, criterion, optimizer, scaler, args, device, w
 
 
 @torch.no_grad()
-def evaluate(model, loader, args, device, world, tally, progress):
+def evaluate(model, loader, args, device, world, tally):
     model.eval()
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     c1 = c5 = n = 0
     bar = tqdm(total=len(loader.sampler) * world.world, unit="img", unit_scale=True, desc="val",
-               disable=not progress, mininterval=1.0 if sys.stderr.isatty() else 30.0,
+               disable=bars_disabled(args, world), mininterval=1.0 if sys.stderr.isatty() else 30.0,
                dynamic_ncols=True, leave=False)
     for x, y, _ in data.iterate_batches(loader, tally):
         if x is None:
@@ -262,13 +254,6 @@ def find_resume_file(args):
     if not os.path.isfile(path):
         raise DataError(f"--resume: checkpoint not found: {path}")
     return path
-
-
-def check_resume_compatible(saved, args, path):
-    for name in ("num_classes", "base_max_class", "image_size", "max_per_class"):
-        if name in saved and saved[name] != getattr(args, name):
-            raise DataError(f"{path} was trained with --{name} {saved[name]}, "
-                            f"this run asks for {getattr(args, name)}")
 
 
 def build_data(args, world, device):
@@ -312,6 +297,7 @@ def main(argv=None):
     check_args(args)
     world = Dist()
     device = resolve_device(args.device)
+    set_cpu_threads(args.num_threads)
     if device.type == "cuda":
         if world.enabled:  # one GPU per process, chosen by torchrun's LOCAL_RANK
             if world.local_rank >= torch.cuda.device_count():
@@ -331,22 +317,43 @@ def main(argv=None):
 
     world.init(device, args.dist_backend, args.dist_url)
     try:
-        run(args, world, device, train_loader, val_loader, generator, info, resume_path)
+        if args.evaluate:
+            evaluate_only(args, world, device, val_loader, info, resume_path)
+        else:
+            run(args, world, device, train_loader, val_loader, generator, info, resume_path)
     finally:
         world.close()
+    return 0
 
 
-def run(args, world, device, train_loader, val_loader, generator, info, resume_path):
+def evaluate_only(args, world, device, val_loader, info, resume_path):
     tally = data.UnreadableTally(args.skip_corrupt_images)
-    if args.evaluate:
-        model = build_resnet18(args.num_classes, checkpoint=resume_path).to(device)
-        if args.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        top1, top5 = evaluate(model, val_loader, args, device, world, tally, world.main)
-        log(world, f"{resume_path}: val top-1 {top1:.2f}%  top-5 {top5:.2f}%  "
-                   f"({info['val_images']} images of classes [0, {args.base_max_class}))")
-        return
+    model = build_resnet18(args.num_classes, checkpoint=resume_path).to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    top1, top5 = evaluate(model, val_loader, args, device, world, tally)
+    log(world, f"{resume_path}: val top-1 {top1:.2f}%  top-5 {top5:.2f}%  "
+               f"({info['val_images']} images of classes [0, {args.base_max_class}))")
 
+
+@dataclasses.dataclass
+class Training:
+    """The network, its optimisation state and the progress of one training run."""
+
+    model: nn.Module  # the bare network (what is evaluated and saved)
+    net: nn.Module  # what trains: the DDP wrapper of ``model``, or ``model`` itself
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module = dataclasses.field(default_factory=nn.CrossEntropyLoss)
+    start_epoch: int = 0
+    best_acc1: float = -1.0
+    best_epoch: int = None
+    history: list = dataclasses.field(default_factory=list)
+
+
+def build_training(args, world, device):
+    """A freshly initialised network (from --seed) with its optimizer, lr schedule and scaler."""
     seed_everything(args.seed)
     model = build_resnet18(args.num_classes).to(device)
     if args.channels_last:
@@ -354,91 +361,119 @@ def run(args, world, device, train_loader, val_loader, generator, info, resume_p
     net = model
     if world.enabled:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.lr_step_size,
                                                 gamma=args.lr_gamma)
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp)
+    return Training(model, net, optimizer, scheduler, scaler)
 
-    start_epoch, best_acc1, best_epoch, history = 0, -1.0, None, []
+
+def resume_training(t, args, world, path):
+    """Continue ``t`` from a last checkpoint made with the same run-defining settings.
+
+    Checkpoints of the previous version of this script carry no fingerprint: theirs is taken from
+    the arguments they store. Their generators are not restored, and need not be: every epoch
+    reseeds all of them from (seed, epoch, rank) before its first draw."""
+    try:
+        ckpt = load_run_checkpoint(path, KIND, map_location="cpu")
+    except CheckpointError as err:
+        raise CheckpointError(f"{err} (--resume takes this script's last checkpoint, "
+                              "with the optimizer state; best_* checkpoints hold weights only)") from None
+    saved = ckpt.get("fingerprint") or fingerprint(ckpt.get("args", {}), RUN_DEFINING)
+    diff = fingerprint_diff(saved, fingerprint(args, RUN_DEFINING))
+    if diff is not None:
+        raise InputError(f"{path} was trained with other settings ({diff}); use the original "
+                         "settings or another --save_dir")
+    t.model.load_state_dict(ckpt["state_dict"])
+    t.optimizer.load_state_dict(ckpt["optimizer"])
+    t.scheduler.load_state_dict(ckpt["scheduler"])
+    if ckpt.get("scaler") and args.amp:
+        t.scaler.load_state_dict(ckpt["scaler"])
+    t.start_epoch, t.best_acc1 = int(ckpt["epoch"]), float(ckpt["best_acc1"])
+    t.best_epoch, t.history = ckpt.get("best_epoch"), list(ckpt.get("history", []))
+    if "fingerprint" in ckpt:
+        restore_rng(ckpt["rng"])
+    log(world, f"resumed from {path} after epoch {t.start_epoch}")
+
+
+def run(args, world, device, train_loader, val_loader, generator, info, resume_path):
+    t = build_training(args, world, device)
     if resume_path:
-        ckpt = load_checkpoint(resume_path, map_location="cpu")
-        if not isinstance(ckpt, dict) or "optimizer" not in ckpt or "epoch" not in ckpt:
-            raise DataError(f"{resume_path}: not a last checkpoint of this script (no optimizer "
-                            "state); best_* checkpoints hold weights only")
-        check_resume_compatible(ckpt.get("args", {}), args, resume_path)
-        model.load_state_dict(ckpt["state_dict"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("scaler") and args.amp:
-            scaler.load_state_dict(ckpt["scaler"])
-        start_epoch, best_acc1 = int(ckpt["epoch"]), float(ckpt["best_acc1"])
-        best_epoch, history = ckpt.get("best_epoch"), list(ckpt.get("history", []))
-        set_rng_state(ckpt["rng"])
-        log(world, f"resumed from {resume_path} after epoch {start_epoch}")
-
+        resume_training(t, args, world, resume_path)
     os.makedirs(args.save_dir, exist_ok=True)
-    last_path = os.path.join(args.save_dir, args.ckpt_file)
-    best_path = os.path.join(args.save_dir, "best_" + args.ckpt_file)
     if world.main:
         write_json(os.path.join(args.save_dir, "config.json"),
                    {**vars(args), "world_size": world.world, **info})
     log(world, f"training ResNet-18 ({args.num_classes}-way fc) on classes [0, {args.base_max_class}): "
                f"{info['train_images']} train / {info['val_images']} val images, "
                f"{world.world} process(es) on {device.type}, batch {args.batch_size}")
-    if start_epoch >= args.epochs:
-        log(world, f"nothing to do: {start_epoch} of {args.epochs} epochs already done")
+    if t.start_epoch >= args.epochs:
+        log(world, f"nothing to do: {t.start_epoch} of {args.epochs} epochs already done")
         return
+    tally = data.UnreadableTally(args.skip_corrupt_images)
+    for epoch in range(t.start_epoch, args.epochs):
+        record = train_epoch(t, args, world, device, train_loader, val_loader, generator, epoch, tally)
+        save_epoch(t, args, world, device, record, info, tally)
+    log(world, f"best val top-1 {t.best_acc1:.2f}% (epoch {t.best_epoch}) -> {best_path(args)}")
 
-    for epoch in range(start_epoch, args.epochs):
-        seed = epoch_seed(args.seed, epoch, world.rank)
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-        generator.manual_seed(seed)
-        tally.count = 0
-        train_loader.sampler.set_epoch(epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        t0 = time.time()
-        loss, train_top1, n_train = train_one_epoch(net, train_loader, criterion, optimizer, scaler,
-                                                    args, device, world, epoch, tally, world.main)
-        train_s = time.time() - t0
-        world.sync_buffers(model)
-        # The bare module, not the DDP wrapper: each rank's val shard may have its own number of
-        # batches, and a wrapper forward could wait on a collective the others never join.
-        top1, top5 = evaluate(model, val_loader, args, device, world, tally, world.main)
-        scheduler.step()
-        record = {"epoch": epoch + 1, "lr": lr, "train_loss": loss, "train_top1": train_top1,
-                  "val_top1": top1, "val_top5": top5, "train_seconds": train_s,
-                  "train_img_per_s": n_train / max(train_s, 1e-9),
-                  "epoch_seconds": time.time() - t0}
-        history.append(record)
-        is_best = top1 > best_acc1
+
+def best_path(args):
+    return os.path.join(args.save_dir, "best_" + args.ckpt_file)
+
+
+def train_epoch(t, args, world, device, train_loader, val_loader, generator, epoch, tally):
+    """One epoch of training and its evaluation; returns the epoch's record (also in t.history)."""
+    # Each epoch draws its data order and augmentations from (seed, epoch, rank) alone, so a
+    # resumed run draws what an uninterrupted one would.
+    seed = epoch_seed(args.seed, epoch, world.rank)
+    seed_everything(seed)
+    generator.manual_seed(seed)
+    tally.count = 0
+    train_loader.sampler.set_epoch(epoch)
+    lr = t.optimizer.param_groups[0]["lr"]
+    t0 = time.time()
+    loss, train_top1, n_train = train_one_epoch(t.net, train_loader, t.criterion, t.optimizer, t.scaler,
+                                                args, device, world, epoch, tally)
+    train_s = time.time() - t0
+    world.sync_buffers(t.model)
+    # The bare module, not the DDP wrapper: each rank's val shard may have its own number of
+    # batches, and a wrapper forward could wait on a collective the others never join.
+    top1, top5 = evaluate(t.model, val_loader, args, device, world, tally)
+    t.scheduler.step()
+    record = {"epoch": epoch + 1, "lr": lr, "train_loss": loss, "train_top1": train_top1,
+              "val_top1": top1, "val_top5": top5, "train_seconds": train_s,
+              "train_img_per_s": n_train / max(train_s, 1e-9),
+              "epoch_seconds": time.time() - t0}
+    t.history.append(record)
+    return record
+
+
+def save_epoch(t, args, world, device, record, info, tally):
+    """Best and last checkpoints and results.json (rank 0), and the epoch's log line."""
+    is_best = record["val_top1"] > t.best_acc1
+    if is_best:
+        t.best_acc1, t.best_epoch = record["val_top1"], record["epoch"]
+    skipped = int(world.sum([tally.count], device)[0])
+    last_path = os.path.join(args.save_dir, args.ckpt_file)
+    if world.main:
         if is_best:
-            best_acc1, best_epoch = top1, epoch + 1
-        skipped = int(world.sum([tally.count], device)[0])
-        if world.main:
-            if is_best:
-                save_checkpoint(best_path, model.state_dict())
-            save_checkpoint(last_path, {
-                "format": "remind-base-init-last", "arch": "resnet18", "epoch": epoch + 1,
-                "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if args.amp else None,
-                "best_acc1": best_acc1, "best_epoch": best_epoch, "history": history,
-                "rng": rng_state(), "args": vars(args)})
-            write_json(os.path.join(args.save_dir, "results.json"), {
-                "history": history, "best_val_top1": best_acc1, "best_epoch": best_epoch,
-                "best_checkpoint": best_path, "last_checkpoint": last_path,
-                "skipped_unreadable_images": skipped, **info})
-        log(world, f"epoch {epoch + 1}/{args.epochs}: lr {lr:.4g}  loss {loss:.4f}  "
-                   f"train top-1 {train_top1:.2f}%  val top-1 {top1:.2f}%  top-5 {top5:.2f}%  "
-                   f"{record['train_img_per_s']:.1f} img/s  {record['epoch_seconds']:.0f} s"
-                   + ("  (best)" if is_best else "")
-                   + (f"  [{skipped} unreadable images skipped]" if skipped else ""))
-    log(world, f"best val top-1 {best_acc1:.2f}% (epoch {best_epoch}) -> {best_path}")
+            save_checkpoint(best_path(args), t.model.state_dict())
+        save_run_checkpoint(last_path, KIND, fingerprint(args, RUN_DEFINING), {
+            "arch": "resnet18", "epoch": record["epoch"], "state_dict": t.model.state_dict(),
+            "optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict(),
+            "scaler": t.scaler.state_dict() if args.amp else None, "best_acc1": t.best_acc1,
+            "best_epoch": t.best_epoch, "history": t.history, "rng": capture_rng(), "args": vars(args)})
+        write_json(os.path.join(args.save_dir, "results.json"), {
+            "history": t.history, "best_val_top1": t.best_acc1, "best_epoch": t.best_epoch,
+            "best_checkpoint": best_path(args), "last_checkpoint": last_path,
+            "skipped_unreadable_images": skipped, **info})
+    log(world, f"epoch {record['epoch']}/{args.epochs}: lr {record['lr']:.4g}  loss {record['train_loss']:.4f}  "
+               f"train top-1 {record['train_top1']:.2f}%  val top-1 {record['val_top1']:.2f}%  "
+               f"top-5 {record['val_top5']:.2f}%  {record['train_img_per_s']:.1f} img/s  "
+               f"{record['epoch_seconds']:.0f} s" + ("  (best)" if is_best else "")
+               + (f"  [{skipped} unreadable images skipped]" if skipped else ""))
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, prog="train_base_init_network_from_scratch.py")
