@@ -10,8 +10,10 @@ import torch
 
 from vqa_train_fixtures import REPO_ROOT, make_prepared
 
+from remind.runtime import run_cli as run_script
 from vqa_experiments import vqa_trainer
 from vqa_experiments.stream_order import stream_boundaries, stream_order
+from vqa_experiments.training.step import make_buffer
 from vqa_experiments.vqa_data import load_questions
 
 TRAINER = os.path.join(REPO_ROOT, "vqa_experiments", "vqa_trainer.py")
@@ -42,6 +44,7 @@ def data(tmp_path_factory):
 
 
 def run_cli(args, cwd):
+    """The trainer as a separate process (its exit status and stderr as a user sees them)."""
     return subprocess.run([sys.executable, TRAINER, "--num_threads", "1", "--progress", "off"] + args,
                           cwd=cwd, capture_output=True, text=True, timeout=300)
 
@@ -51,6 +54,14 @@ def run_inproc(args):
     return vqa_trainer.main(["--progress", "off"] + args)
 
 
+def run_cli_inproc(args, capsys):
+    """The script's command-line wrapper in this process: exit status and stderr, as run_cli's."""
+    with pytest.raises(SystemExit) as exc:
+        run_script(run_inproc, args, prog="vqa_trainer")
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, exc.value.code, captured.out, captured.err)
+
+
 def results(save_dir):
     with open(os.path.join(save_dir, "results.json")) as f:
         return json.load(f)
@@ -58,9 +69,8 @@ def results(save_dir):
 
 def test_remind_clevr_qtype_by_command_line(data, tmp_path):
     save = tmp_path / "remind"
-    proc = run_cli(["--config", data["cfg"]["smac"], "--data_dir", data["clevr"], "--data_order", "qtype",
-                    "--stream_with_rehearsal", "--save_dir", str(save), "--seed", "1"], cwd=str(tmp_path))
-    assert proc.returncode == 0, proc.stderr
+    assert run_inproc(["--config", data["cfg"]["smac"], "--data_dir", data["clevr"], "--data_order", "qtype",
+                       "--stream_with_rehearsal", "--save_dir", str(save), "--seed", "1"]) == 0
     res = results(save)
     assert res["complete"] and res["mode"] == "remind"
     qt = load_questions(os.path.join(data["clevr"], "train_clevr.h5"), columns=["qtypeidx"])["qtypeidx"]
@@ -81,9 +91,8 @@ def test_remind_clevr_qtype_by_command_line(data, tmp_path):
 
 def test_finetune_tdiuc_iid_by_command_line(data, tmp_path):
     save = tmp_path / "ft"
-    proc = run_cli(["--config", data["cfg"]["updown"], "--data_dir", data["tdiuc"], "--data_order", "iid",
-                    "--stream", "--save_dir", str(save)], cwd=str(tmp_path))
-    assert proc.returncode == 0, proc.stderr
+    assert run_inproc(["--config", data["cfg"]["updown"], "--data_dir", data["tdiuc"], "--data_order", "iid",
+                       "--stream", "--save_dir", str(save)]) == 0
     res = results(save)
     assert res["boundaries"] == [12, 24, 36, 48, 60, 72, 84, 96, 108, 120]
     # Fine-Tune evaluates at every boundary, the first one included, after its base init (epoch 2).
@@ -104,8 +113,8 @@ def test_resume_equals_uninterrupted(data, tmp_path):
     assert run_inproc(common + ["--save_dir", parts, "--resume"]) == 0
     a, b = results(full), results(parts)
     assert b["complete"] and a["evaluations"] == b["evaluations"]
-    ca = torch.load(os.path.join(full, "checkpoint_latest.pt"), weights_only=True)
-    cb = torch.load(os.path.join(parts, "checkpoint_latest.pt"), weights_only=True)
+    ca = torch.load(os.path.join(full, "checkpoints", "latest.pt"), weights_only=True)
+    cb = torch.load(os.path.join(parts, "checkpoints", "latest.pt"), weights_only=True)
     for k in ca["model"]:
         assert torch.equal(ca["model"][k], cb["model"][k]), k
     assert torch.equal(ca["buffer"]["item_ids"], cb["buffer"]["item_ids"])
@@ -147,7 +156,7 @@ def test_queue_buffer_evicts_the_oldest_of_the_largest_class():
 
     args = argparse.Namespace(rehearsal_mode="limited_buffer", max_buffer_size=4, seed=0,
                               buffer_replacement_strategy="queue")
-    buf = vqa_trainer.make_buffer(args)
+    buf = make_buffer(args)
     for item, label in enumerate([0, 0, 1, 0]):
         buf.add(None, label, item)
     assert buf.add(None, 1, 4) == 0      # class 0 (items 0, 1, 3) is the largest: its oldest goes
@@ -164,7 +173,7 @@ def _one_line_error(proc):
     return lines[0]
 
 
-def test_clear_errors(data, tmp_path):
+def test_clear_errors(data, tmp_path, capsys):
     missing = run_cli(["--config", data["cfg"]["smac"], "--data_dir", str(tmp_path / "nowhere"), "--data_order",
                        "qtype", "--stream_with_rehearsal", "--save_dir", str(tmp_path / "e1")], cwd=str(tmp_path))
     assert "not found" in _one_line_error(missing) and "nowhere" in missing.stderr
@@ -174,8 +183,8 @@ def test_clear_errors(data, tmp_path):
     other = tmp_path / "other"
     make_prepared(str(other), "clevr", orders=("qtype",), n_train=40, n_val=10, num_codebooks=8)
     os.replace(other / "pq_clevr_qtype.npz", bad / "pq_clevr_qtype.npz")
-    proc = run_cli(["--config", data["cfg"]["smac"], "--data_dir", str(bad), "--data_order", "qtype",
-                    "--stream", "--save_dir", str(tmp_path / "e2")], cwd=str(tmp_path))
+    proc = run_cli_inproc(["--config", data["cfg"]["smac"], "--data_dir", str(bad), "--data_order", "qtype",
+                           "--stream", "--save_dir", str(tmp_path / "e2")], capsys)
     assert "sub-codes" in _one_line_error(proc)
     with pytest.raises(vqa_trainer.TrainerError, match="max_buffer_size"):
         run_inproc(["--config", data["cfg"]["smac"], "--data_dir", data["clevr"], "--data_order", "iid",
