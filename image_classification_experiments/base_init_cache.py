@@ -1,30 +1,30 @@
 """The base-init cache of the streaming script: G's features of the base-init images, the product
 quantizer fitted on them and their codes (``pq.npz`` and ``base_init_codes.h5`` in
-``--base_init_dir``), made when absent."""
+``--base_init_dir``), made when absent with the functions of extract_features.py and fit_pq.py
+(the same files those scripts write with their default settings)."""
 import os
+
+from image_classification_experiments.extract_features import FeatureSettings, extract_base_init_features
+from image_classification_experiments.fit_pq import fit_and_encode
 
 
 def ensure_base_init_cache(args, log):
-    """pq.npz and base_init_codes.h5 in --base_init_dir; made with the two scripts when absent."""
+    """pq.npz and base_init_codes.h5 in --base_init_dir; made from the streaming flags when absent."""
     pq_file = os.path.join(args.base_init_dir, "pq.npz")
     codes_file = os.path.join(args.base_init_dir, "base_init_codes.h5")
     if os.path.isfile(pq_file) and os.path.isfile(codes_file):
         log(f"base init: using cached {codes_file} and {pq_file}")
         return pq_file, codes_file
-    from image_classification_experiments import extract_features
-    from image_classification_experiments import fit_pq
-
     log(f"base init: no cached codes in {args.base_init_dir}; extracting features and fitting the PQ")
-    common = ["--save_dir", args.base_init_dir, "--device", args.device]
-    extract_features.main(common + [
-        "--images_dir", args.images_dir, "--label_dir", args.label_dir,
-        "--classifier_ckpt", args.classifier_ckpt, "--extract_features_from", args.extract_features_from,
-        "--min_class", str(args.min_class), "--base_init_classes", str(args.base_init_classes),
-        "--image_size", str(args.image_size), "--batch_size", str(args.batch_size),
-        "--num_workers", str(args.num_workers)]
-        + (["--num_classes", str(args.num_classes)] if not args.allow_fc_resize else [])
-        + (["--max_per_class", str(args.max_per_class)] if args.max_per_class else [])
-        + (["--skip_corrupt_images"] if args.skip_corrupt_images else []))
-    fit_pq.main(common + ["--num_codebooks", str(args.num_codebooks),
-                          "--codebook_size", str(args.codebook_size), "--seed", str(args.seed)])
+    features_file = extract_base_init_features(FeatureSettings(
+        images_dir=args.images_dir, label_dir=args.label_dir, classifier_ckpt=args.classifier_ckpt,
+        features_file=os.path.join(args.base_init_dir, "base_init_features.h5"),
+        extract_features_from=args.extract_features_from, min_class=args.min_class,
+        base_init_classes=args.base_init_classes, image_size=args.image_size,
+        batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
+        num_classes=None if args.allow_fc_resize else args.num_classes,
+        max_per_class=args.max_per_class or None, skip_corrupt_images=args.skip_corrupt_images),
+        log=log)
+    fit_and_encode(features_file, pq_file, codes_file, num_codebooks=args.num_codebooks,
+                   codebook_size=args.codebook_size, seed=args.seed, device=args.device, log=log)
     return pq_file, codes_file

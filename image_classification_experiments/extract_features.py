@@ -3,20 +3,23 @@
 G is the ResNet-18 from conv1 up to and including ``--extract_features_from`` (default
 ``layer4.0``: 512 x 7 x 7 maps at 224 px), built by ``remind.networks`` (so it is the very G the
 streaming model uses), in eval mode under ``torch.no_grad``; images get the val transform
-(resize + center crop), as in the reference's base initialization.
+(resize + center crop), as in the reference's base initialization. The work is done by the
+core's ``remind.feature_store``; this script supplies the network, the images and the checks.
 
-Output (``--features_file``, default ``<save_dir>/base_init_features.h5``):
+Output (``--features_file``, default ``<save_dir>/base_init_features.h5``), a feature store in the
+NCHW layout (the format of this cache since its first version):
   features  float32 [N, C, H, W]   G's output
   labels    int64   [N]            ordered (class-order) label
   indices   int64   [N]            ImageFolder sample index in the split (the replay item id)
   attrs: extract_features_from, image_size, classifier_ckpt, classifier_ckpt_sha256, split,
-         min_class, max_class, num_classes, skipped_unreadable, fingerprint (JSON of every
-         input), build_id (new on every write, so fit_pq.py sees a rebuilt file), ...
+         min_class, max_class, num_classes, skipped_unreadable, layout, fingerprint (JSON of
+         every input), build_id (new on every write, so fit_pq.py sees a rebuilt file), ...
 Rows are in ImageFolder order. The file is written under a temporary name and renamed when
 complete. An existing file made from the same inputs (same fingerprint) is kept unless
 ``--overwrite``; one made from other inputs, or one that skipped unreadable images, is rebuilt.
 """
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -24,17 +27,44 @@ import uuid
 
 import remind  # noqa: F401  (makes torchvision importable beside a CPU-only torch)
 import h5py
-import torch
-from tqdm import tqdm
 
 from image_classification_experiments import imagenet_data as data
 from image_classification_experiments import imagenet_folders as folders
+from image_classification_experiments.imagenet_folders import DataError
+from remind.feature_store import UnreadableImages, write_feature_store
 from remind.networks import block_after, build_resnet18, freeze, load_resnet_weights, \
     read_state_dict, split_resnet
-from image_classification_experiments.ic_common import atomic_output, default_device, resolve_device, run_cli
-from image_classification_experiments.imagenet_folders import DataError
+from remind.runtime import add_run_arguments, resolve_device, run_cli, set_cpu_threads
 
 FORMAT = "remind-features-v1"
+LAYOUT = "NCHW"
+SKIP_FLAG = "--skip_corrupt_images"
+
+
+@dataclasses.dataclass
+class FeatureSettings:
+    """Everything one extraction needs; the fields are the command-line flags of this script."""
+    images_dir: str
+    label_dir: str
+    classifier_ckpt: str
+    features_file: str
+    extract_features_from: str = "layer4.0"
+    min_class: int = 0
+    base_init_classes: int = 100
+    split: str = "train"
+    val_labels_csv: str = None
+    num_classes: int = None
+    num_channels: int = None
+    spatial_feat_dim: int = None
+    batch_size: int = 128
+    num_workers: int = 8
+    device: str = None
+    image_size: int = 224
+    channels_last: bool = False
+    max_per_class: int = None
+    skip_corrupt_images: bool = False
+    overwrite: bool = False
+    progress: str = "on"
 
 
 def parse_args(argv=None):
@@ -58,20 +88,19 @@ def parse_args(argv=None):
     p.add_argument("--spatial_feat_dim", type=int, default=None, help="check G's output H (= W)")
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("-j", "--workers", "--num_workers", dest="num_workers", type=int, default=8)
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--image_size", type=int, default=224)
     p.add_argument("--channels_last", action="store_true", help="channels_last memory format")
     p.add_argument("--max_per_class", type=int, default=None,
                    help="only the first N images of each class (as in a capped base-init run)")
-    p.add_argument("--skip_corrupt_images", action="store_true",
+    p.add_argument(SKIP_FLAG, action="store_true",
                    help="leave out (and count) unreadable image files instead of stopping")
     p.add_argument("--save_dir", default="base_init")
     p.add_argument("--features_file", default=None,
                    help="output h5 (default: <save_dir>/base_init_features.h5)")
     p.add_argument("--overwrite", action="store_true", help="rebuild even if up to date")
+    add_run_arguments(p, seed=False)
+    p.set_defaults(progress="on")  # the extraction bar was always shown
     args = p.parse_args(argv)
-    if args.device is None:
-        args.device = default_device()
     if args.features_file is None:
         args.features_file = os.path.join(args.save_dir, "base_init_features.h5")
     return args
@@ -95,18 +124,18 @@ def load_G(checkpoint_path, extract_features_from, num_classes=None):
     return freeze(G), ckpt_classes
 
 
-def fingerprint(args, split_block, label_file, samples, dataset):
+def fingerprint(s, split_block, label_file, samples, dataset):
     """Everything the output depends on; equal fingerprints mean the file is up to date."""
     return json.dumps({
         "format": FORMAT,
-        "classifier_ckpt_sha256": folders.file_sha256(args.classifier_ckpt),
-        "extract_features_from": split_block, "image_size": args.image_size,
-        "split": args.split, "min_class": args.min_class, "max_class": args.base_init_classes,
-        "max_per_class": args.max_per_class,
+        "classifier_ckpt_sha256": folders.file_sha256(s.classifier_ckpt),
+        "extract_features_from": split_block, "image_size": s.image_size,
+        "split": s.split, "min_class": s.min_class, "max_class": s.base_init_classes,
+        "max_per_class": s.max_per_class,
         "label_file_sha256": folders.file_sha256(label_file),
         "num_samples": len(dataset),
         "samples_sha256": folders.samples_digest(
-            samples, dataset.indices, os.path.join(args.images_dir, args.split)),
+            samples, dataset.indices, os.path.join(s.images_dir, s.split)),
     }, sort_keys=True)
 
 
@@ -125,106 +154,82 @@ def reusable(path, fp):
     return True, ""
 
 
-def extract(G, loader, out, attrs, device, channels_last, tally, n_expected):
-    """Stream G's outputs batch by batch into h5 datasets (never the whole array in memory)."""
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    pos = 0
-    feats = None
-    bar = tqdm(total=n_expected, unit="img", unit_scale=True, desc="extract", dynamic_ncols=True)
-    with h5py.File(out, "w") as f:
-        for x, y, idx in data.iterate_batches(loader, tally):
-            if x is None:
-                continue
-            with torch.no_grad():
-                z = G(x.to(device, non_blocking=True, memory_format=fmt)).float()
-            z = z.contiguous().cpu().numpy()
-            if feats is None:
-                c, h, w = z.shape[1:]
-                rows = int(max(1, min(n_expected, (1 << 20) // (c * h * w * 4))))
-                feats = f.create_dataset("features", shape=(n_expected, c, h, w),
-                                         maxshape=(None, c, h, w), dtype="float32",
-                                         chunks=(rows, c, h, w))
-                labels = f.create_dataset("labels", shape=(n_expected,), maxshape=(None,),
-                                          dtype="int64")
-                indices = f.create_dataset("indices", shape=(n_expected,), maxshape=(None,),
-                                           dtype="int64")
-            n = z.shape[0]
-            feats[pos:pos + n] = z
-            labels[pos:pos + n] = y.numpy()
-            indices[pos:pos + n] = idx.numpy()
-            pos += n
-            bar.update(n)
-        bar.close()
-        if pos == 0:
-            raise DataError("no readable images to extract features from")
-        if pos < n_expected:
-            for ds in (feats, labels, indices):
-                ds.resize(pos, axis=0)
-        attrs["skipped_unreadable"] = n_expected - pos
-        f.attrs.update(attrs)
-        shape = tuple(feats.shape[1:])
-    return pos, shape
+def check_settings(s):
+    """Bad flags fail before any work; returns G's last block without the ``model.`` prefix."""
+    data.check_image_size(s.image_size)
+    block_after(s.extract_features_from)
+    if not 0 <= s.min_class < s.base_init_classes:
+        raise DataError(f"--min_class {s.min_class} must be below --base_init_classes "
+                        f"{s.base_init_classes}")
+    if not os.path.isfile(s.classifier_ckpt):
+        raise DataError(f"checkpoint not found: {s.classifier_ckpt}")
+    return s.extract_features_from.removeprefix("model.")
+
+
+def shape_check(s):
+    """``check_shape`` for the feature store: G's maps against --num_channels/--spatial_feat_dim."""
+    def check(h, w, c):
+        if s.num_channels is not None and c != s.num_channels:
+            raise DataError(f"G ends with {c} channels, --num_channels says {s.num_channels}")
+        if s.spatial_feat_dim is not None and h != s.spatial_feat_dim:
+            raise DataError(f"G's maps are {h} x {w}, --spatial_feat_dim says {s.spatial_feat_dim}")
+    return check
+
+
+def batches(loader):
+    """The loader's batches in the feature store's form: (images, columns, unreadable markers)."""
+    for x, y, idx, bad in loader:
+        yield x, ({} if x is None else {"labels": y, "indices": idx}), bad
+
+
+def extract_base_init_features(s, log=print):
+    """Write (or keep, when up to date) the features file of ``s`` (a ``FeatureSettings``)."""
+    split_block = check_settings(s)
+    device = resolve_device(s.device)
+    samples, labels, label_file = data.load_split(s.images_dir, s.split, s.label_dir, s.val_labels_csv)
+    dataset = data.ClassRangeDataset(samples, labels, s.min_class, s.base_init_classes,
+                                     data.val_transform(s.image_size), s.max_per_class,
+                                     mark_unreadable=True)
+    if len(dataset) == 0:
+        raise DataError(f"no {s.split} images with labels in [{s.min_class}, {s.base_init_classes})")
+    fp = fingerprint(s, split_block, label_file, samples, dataset)
+    out = s.features_file
+    if os.path.exists(out) and not s.overwrite:
+        ok, why = reusable(out, fp)
+        if ok:
+            log(f"{out} is up to date (same checkpoint, data and settings); pass --overwrite to rebuild")
+            return out
+        log(f"{out}: {why}; rebuilding it")
+
+    G, num_classes = load_G(s.classifier_ckpt, split_block, s.num_classes)
+    loader = data.make_loader(dataset, s.batch_size, s.num_workers, pin_memory=device.type == "cuda")
+    tally = UnreadableImages(s.skip_corrupt_images, SKIP_FLAG)
+    attrs = {
+        "format": FORMAT, "fingerprint": fp, "build_id": uuid.uuid4().hex,
+        "extract_features_from": split_block,
+        "image_size": s.image_size, "resize": data.resize_size(s.image_size),
+        "classifier_ckpt": s.classifier_ckpt,
+        "classifier_ckpt_sha256": json.loads(fp)["classifier_ckpt_sha256"],
+        "num_classes": num_classes, "split": s.split, "min_class": s.min_class,
+        "max_class": s.base_init_classes, "max_per_class": s.max_per_class or 0,
+        "images_dir": s.images_dir, "label_file": label_file,
+    }
+    t0 = time.time()
+    n, h, w, c = write_feature_store(
+        G.to(device), batches(loader), out, len(dataset), layout=LAYOUT, device=device,
+        channels_last=s.channels_last, unreadable=tally, attrs=attrs, check_shape=shape_check(s),
+        progress={"auto": None, "on": True, "off": False}[s.progress], desc="extract")
+    secs = time.time() - t0
+    log(f"{n} images -> features {n} x {c} x {h} x {w} from {split_block} in {secs:.1f} s "
+        f"({n / max(secs, 1e-9):.1f} img/s) -> {out}" + (f"; {tally.summary()}" if tally.count else ""))
+    return out
 
 
 def main(argv=None):
     args = parse_args(argv)
-    data.check_image_size(args.image_size)
-    block_after(args.extract_features_from)  # a bad layer name fails before any work
-    split_block = args.extract_features_from.removeprefix("model.")
-    if not 0 <= args.min_class < args.base_init_classes:
-        raise DataError(f"--min_class {args.min_class} must be below --base_init_classes "
-                        f"{args.base_init_classes}")
-    if not os.path.isfile(args.classifier_ckpt):
-        raise DataError(f"checkpoint not found: {args.classifier_ckpt}")
-    device = resolve_device(args.device)
-
-    samples, labels, label_file = data.load_split(args.images_dir, args.split, args.label_dir,
-                                                  args.val_labels_csv)
-    dataset = data.ClassRangeDataset(samples, labels, args.min_class, args.base_init_classes,
-                                     data.val_transform(args.image_size), args.max_per_class,
-                                     mark_unreadable=True)
-    if len(dataset) == 0:
-        raise DataError(f"no {args.split} images with labels in "
-                        f"[{args.min_class}, {args.base_init_classes})")
-    fp = fingerprint(args, split_block, label_file, samples, dataset)
-    out = args.features_file
-    if os.path.exists(out) and not args.overwrite:
-        ok, why = reusable(out, fp)
-        if ok:
-            print(f"{out} is up to date (same checkpoint, data and settings); "
-                  "pass --overwrite to rebuild")
-            return
-        print(f"{out}: {why}; rebuilding it")
-
-    G, num_classes = load_G(args.classifier_ckpt, split_block, args.num_classes)
-    G = G.to(device)
-    if args.channels_last:
-        G = G.to(memory_format=torch.channels_last)
-    loader = data.make_loader(dataset, args.batch_size, args.num_workers,
-                              pin_memory=device.type == "cuda")
-    tally = data.UnreadableTally(args.skip_corrupt_images)
-    attrs = {
-        "format": FORMAT, "fingerprint": fp, "build_id": uuid.uuid4().hex,
-        "extract_features_from": split_block,
-        "image_size": args.image_size, "resize": data.resize_size(args.image_size),
-        "classifier_ckpt": args.classifier_ckpt,
-        "classifier_ckpt_sha256": json.loads(fp)["classifier_ckpt_sha256"],
-        "num_classes": num_classes, "split": args.split, "min_class": args.min_class,
-        "max_class": args.base_init_classes, "max_per_class": args.max_per_class or 0,
-        "images_dir": args.images_dir, "label_file": label_file,
-    }
-    t0 = time.time()
-    with atomic_output(out) as tmp:
-        n, shape = extract(G, loader, tmp, attrs, device, args.channels_last, tally, len(dataset))
-        if args.num_channels is not None and shape[0] != args.num_channels:
-            raise DataError(f"G ends with {shape[0]} channels, --num_channels says {args.num_channels}")
-        if args.spatial_feat_dim is not None and shape[1] != args.spatial_feat_dim:
-            raise DataError(f"G's maps are {shape[1]} x {shape[2]}, --spatial_feat_dim says "
-                            f"{args.spatial_feat_dim}")
-    secs = time.time() - t0
-    print(f"{n} images -> features {n} x {shape[0]} x {shape[1]} x {shape[2]} from "
-          f"{split_block} in {secs:.1f} s ({n / max(secs, 1e-9):.1f} img/s) -> {out}"
-          + (f"; {tally.summary()}" if tally.count else ""))
+    set_cpu_threads(args.num_threads)
+    extract_base_init_features(FeatureSettings(
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(FeatureSettings)}))
 
 
 if __name__ == "__main__":

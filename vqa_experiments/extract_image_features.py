@@ -6,10 +6,11 @@ layer4 (7x7x2048), 224x224 bicubic. For small demos pick e.g. ``--arch resnet18 
 """
 import argparse
 
-from vqa_experiments.preprocess.features import (ARCHS, IMAGENET_MEAN, LAYERS,
-                                                 default_device, extract_features)
-from vqa_experiments.preprocess.io import add_threads_arg, run_cli, set_cpu_threads
+from remind.runtime import add_run_arguments, resolve_device, run_cli, set_cpu_threads
+from vqa_experiments.preprocess.features import ARCHS, IMAGENET_MEAN, LAYERS, extract_features
 from vqa_experiments.vqa_data import DATASETS, dataset_files
+
+PROGRESS = {"auto": None, "on": True, "off": False}
 
 
 def main(argv=None):
@@ -32,17 +33,16 @@ def main(argv=None):
                         help="default: ImageNet std; TDIUC keeps the reference's 0.224 for blue")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--num_workers", type=int, default=2)
-    parser.add_argument("--device", default=default_device())
     parser.add_argument("--seed", type=int, default=0, help="init seed for --weights none")
-    parser.add_argument("--no_progress", action="store_true")
-    add_threads_arg(parser)
+    add_run_arguments(parser, seed=False)  # --device, --num_threads, --progress / --no_progress
     args = parser.parse_args(argv)
     set_cpu_threads(args.num_threads)
     output = args.output or dataset_files(args.out_dir or args.data_root, args.dataset)["features"]
     n, h, w, c = extract_features(
         args.dataset, args.data_root, output, args.arch, args.layer, args.image_size,
-        args.weights, args.mean, args.std, args.batch_size, args.num_workers, args.device,
-        args.seed, progress=not args.no_progress)
+        args.weights, args.mean, args.std, args.batch_size, args.num_workers,
+        resolve_device(args.device),
+        args.seed, progress=PROGRESS[args.progress])
     print(f"{args.dataset}: wrote features of {n} images ({h}x{w}x{c}) to {output}")
 
 

@@ -5,10 +5,11 @@ Writes pq_<dataset>_<order>.npz (ProductQuantizer.save) and codes_<dataset>_<ord
 """
 import argparse
 
-from vqa_experiments.preprocess.features import default_device
-from vqa_experiments.preprocess.io import add_threads_arg, run_cli, set_cpu_threads
+from remind.runtime import add_run_arguments, resolve_device, run_cli, set_cpu_threads
 from vqa_experiments.preprocess.pq_codes import PQ_TRAIN_SETS, fit_and_encode
 from vqa_experiments.vqa_data import DATASETS, ORDERS
+
+PROGRESS = {"auto": None, "on": True, "off": False}
 
 
 def main(argv=None):
@@ -28,20 +29,18 @@ def main(argv=None):
     parser.add_argument("--nbits", type=int, default=8)
     parser.add_argument("--max_train_vectors", type=int, default=262144,
                         help="fit on the vectors of a random subset of at most this many vectors' "
-                             "worth of images")
+                             "worth of images (0: all the order's training images)")
     parser.add_argument("--num_classes", type=int, default=None,
                         help="answers kept for training (default 28 CLEVR, 1480 TDIUC)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=default_device())
     parser.add_argument("--chunk_images", type=int, default=256)
-    parser.add_argument("--no_progress", action="store_true")
-    add_threads_arg(parser)
+    add_run_arguments(parser)  # --device, --seed, --num_threads, --progress / --no_progress
     args = parser.parse_args(argv)
     set_cpu_threads(args.num_threads)
     results = fit_and_encode(args.dataset, args.data_dir, list(dict.fromkeys(args.order)),
                              args.pq_train_set, args.num_codebooks, args.nbits,
                              args.max_train_vectors, args.num_classes, args.features, args.seed,
-                             args.device, args.chunk_images, progress=not args.no_progress)
+                             resolve_device(args.device), args.chunk_images,
+                             progress=PROGRESS[args.progress])
     for order, r in results.items():
         print(f"{args.dataset} {order}: PQ fitted on {r['num_train_images']} images; "
               f"wrote {r['pq']} and {r['codes']}")

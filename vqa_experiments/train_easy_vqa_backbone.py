@@ -18,10 +18,11 @@ import remind  # noqa: F401  (before torchvision: compatibility shim)
 import torchvision
 
 from remind.checkpoint import save_checkpoint
+from remind.feature_store import UnreadableImages, collate_images
 from vqa_experiments.preprocess import tdiuc
 from vqa_experiments.preprocess.features import (DEFAULTS, IMAGENET_MEAN, LAYERS,
-                                                 ImageFiles, default_device, list_images,
-                                                 resnet_trunk)
+                                                 UNREADABLE_MESSAGE, ImageFiles, default_device,
+                                                 list_images, resnet_trunk)
 from vqa_experiments.preprocess.io import add_threads_arg, run_cli, set_cpu_threads
 from vqa_experiments.vqa_data import VQADataError, read_json
 
@@ -56,16 +57,15 @@ def load_split(root, split, classes, image_size, std, num_workers):
     if not items:
         raise VQADataError(f"{root}: no {split} image has a color or object_recognition answer")
     loader = torch.utils.data.DataLoader(
-        ImageFiles(image_root, [p for p, _ in items], image_size, IMAGENET_MEAN, std),
-        batch_size=256, num_workers=num_workers, collate_fn=lambda b: b)
+        ImageFiles(image_root, items, image_size, IMAGENET_MEAN, std),
+        batch_size=256, num_workers=num_workers, collate_fn=collate_images)
+    unreadable = UnreadableImages(message=UNREADABLE_MESSAGE)
     xs = []
-    for batch in loader:
-        for x, err in batch:
-            if err is not None:
-                raise VQADataError(err)
-            xs.append(x)
+    for x, _, bad in loader:
+        unreadable.handle(bad)
+        xs.append(x)
     y = torch.tensor([labels[i] for _, i in items], dtype=torch.int64)
-    return torch.stack(xs), y
+    return torch.cat(xs), y
 
 
 def head_losses_and_hits(logits, y, sizes):

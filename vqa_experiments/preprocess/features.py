@@ -9,14 +9,14 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import nn
-from tqdm import tqdm
 
 import remind  # noqa: F401  (torchvision compatibility)
 import torchvision
+from remind.feature_store import (UnreadableImage, UnreadableImages, collate_images, read_rgb,
+                                  write_feature_store)
 from vqa_experiments.preprocess import clevr, tdiuc
-from vqa_experiments.preprocess.io import atomic_h5, put_strings, set_attrs
 from vqa_experiments.vqa_data import VQADataError
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -29,6 +29,9 @@ DEFAULTS = {
 }
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+# This family's wording of remind.feature_store's unreadable-image error (never skipped here:
+# every image needs its features).
+UNREADABLE_MESSAGE = "{path}: cannot read the image ({reason})"
 
 
 def list_images(dataset, root):
@@ -107,78 +110,58 @@ def _load_trunk_weights(model, path, layer):
 class ImageFiles(torch.utils.data.Dataset):
     """RGB, bicubic resize to ``size`` x ``size``, ``(x/255 - mean) / std`` in float64 -> float32.
 
-    An unreadable image yields an error message instead of a tensor, so that the main process
-    can report it in one line (exceptions from worker processes carry tracebacks).
+    Items are ``(image or UnreadableImage marker, {"iids": id, "image_names": relative path})``,
+    for ``remind.feature_store.collate_images``: an unreadable image comes back as a marker, so
+    that the main process reports it in one line (exceptions from worker processes carry
+    tracebacks).
     """
 
-    def __init__(self, image_root, rel_paths, size, mean, std):
-        self.image_root, self.rel_paths, self.size = image_root, rel_paths, size
+    def __init__(self, image_root, items, size, mean, std):
+        self.image_root, self.items, self.size = image_root, items, size
         self.mean = np.asarray(mean, dtype=np.float64)
         self.std = np.asarray(std, dtype=np.float64)
 
     def __len__(self):
-        return len(self.rel_paths)
+        return len(self.items)
 
     def __getitem__(self, i):
-        path = os.path.join(self.image_root, self.rel_paths[i])
-        try:
-            with Image.open(path) as img:
-                img = img.convert("RGB").resize((self.size, self.size), Image.BICUBIC)
-        except (OSError, UnidentifiedImageError, ValueError) as err:
-            return None, f"{path}: cannot read the image ({err})"
+        rel, iid = self.items[i]
+        columns = {"iids": iid, "image_names": rel}
+        img = read_rgb(os.path.join(self.image_root, rel))
+        if isinstance(img, UnreadableImage):
+            return img, columns
+        img = img.resize((self.size, self.size), Image.BICUBIC)
         x = (np.asarray(img, dtype=np.float64) / 255.0 - self.mean) / self.std
-        return torch.from_numpy(x.astype(np.float32).transpose(2, 0, 1).copy()), None
-
-
-def _collate(batch):
-    for _, err in batch:
-        if err is not None:
-            return None, err
-    return torch.stack([x for x, _ in batch]), None
+        return torch.from_numpy(x.astype(np.float32).transpose(2, 0, 1).copy()), columns
 
 
 def default_device():
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@torch.no_grad()
 def extract_features(dataset, data_root, output, arch=None, layer=None, image_size=224,
                      weights="none", mean=IMAGENET_MEAN, std=None, batch_size=64, num_workers=2,
                      device=None, seed=0, progress=True):
-    """Write the features h5 for every image of ``dataset``; returns ``(N, H, W, C)``."""
+    """Write the features h5 for every image of ``dataset``; returns ``(N, H, W, C)``.
+
+    The file is a ``remind.feature_store`` store in the NHWC layout with the columns ``iids``
+    and ``image_names``; an unreadable image stops the run (every image needs its features).
+    ``progress``: True, False or None (on for a terminal).
+    """
     d_arch, d_layer, d_std = DEFAULTS[dataset]
     arch, layer, std = arch or d_arch, layer or d_layer, tuple(std or d_std)
     if image_size < 32:
         raise VQADataError(f"--image_size must be at least 32, got {image_size}")
     image_root, items = list_images(dataset, data_root)
     device = torch.device(device or default_device())
-    trunk = build_backbone(arch, layer, weights, seed).to(device)
-    if device.type == "cpu":
-        trunk = trunk.to(memory_format=torch.channels_last)
-    _, C, H, W = trunk(torch.zeros(1, 3, image_size, image_size, device=device)).shape
+    trunk = build_backbone(arch, layer, weights, seed)
     loader = torch.utils.data.DataLoader(
-        ImageFiles(image_root, [p for p, _ in items], image_size, mean, std),
-        batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate)
-    n = len(items)
-    with atomic_h5(output) as f:
-        feats = f.create_dataset("features", shape=(n, H, W, C), dtype=np.float32,
-                                 chunks=(1, H, W, C))
-        f.create_dataset("iids", data=np.asarray([i for _, i in items], dtype=np.int64))
-        put_strings(f, "image_names", [p for p, _ in items])
-        set_attrs(f, {"dataset": dataset, "arch": arch, "layer": layer, "image_size": image_size,
-                      "weights": weights if weights in ("none", "imagenet")
-                      else os.path.basename(weights),
-                      "mean": np.asarray(mean, dtype=np.float64),
-                      "std": np.asarray(std, dtype=np.float64)})
-        row = 0
-        for x, err in tqdm(loader, desc=f"{arch} {layer} features", unit="batch",
-                           disable=not progress):
-            if err is not None:
-                raise VQADataError(err)
-            x = x.to(device)
-            if device.type == "cpu":
-                x = x.contiguous(memory_format=torch.channels_last)
-            out = trunk(x).permute(0, 2, 3, 1).float().cpu().numpy()
-            feats[row:row + len(out)] = out
-            row += len(out)
-    return n, H, W, C
+        ImageFiles(image_root, items, image_size, mean, std), batch_size=batch_size,
+        shuffle=False, num_workers=num_workers, collate_fn=collate_images)
+    attrs = {"dataset": dataset, "arch": arch, "layer": layer, "image_size": image_size,
+             "weights": weights if weights in ("none", "imagenet") else os.path.basename(weights),
+             "mean": np.asarray(mean, dtype=np.float64), "std": np.asarray(std, dtype=np.float64)}
+    unreadable = UnreadableImages(skip=False, message=UNREADABLE_MESSAGE)
+    return write_feature_store(trunk, loader, output, len(items), layout="NHWC", device=device,
+                               channels_last=device.type == "cpu", unreadable=unreadable,
+                               attrs=attrs, progress=progress, desc=f"{arch} {layer} features")
