@@ -358,9 +358,9 @@ class CheckpointClock:
     """When to save checkpoints/latest.pt inside a chunk: every --checkpoint_interval steps, after
     --checkpoint_interval_min minutes since the last save, and at --stop_after_steps (then stop)."""
 
-    def __init__(self, args):
-        self.args = args
-        self.last_save = time.monotonic()
+    def __init__(self, args, now=time.monotonic):
+        self.args, self.now = args, now
+        self.last_save = now()
 
     def after_step(self, model, state):
         """Save when due; True when the run should stop now."""
@@ -368,10 +368,10 @@ class CheckpointClock:
         stop = args.stop_after_steps is not None and steps >= args.stop_after_steps
         due = bool(args.checkpoint_interval) and steps % args.checkpoint_interval == 0
         due = due or (args.checkpoint_interval_min > 0
-                      and time.monotonic() - self.last_save >= 60 * args.checkpoint_interval_min)
+                      and self.now() - self.last_save >= 60 * args.checkpoint_interval_min)
         if stop or due:
             save_latest(args, model, state)
-            self.last_save = time.monotonic()
+            self.last_save = self.now()
         return stop
 
 

@@ -9,11 +9,18 @@ Functions:
   layout (``<root>/val/ILSVRC2012_val_<8 digits>.JPEG``, real JPEGs, names in shuffled class order)
   with ``LOC_val_solution.csv`` (``ImageId,PredictionString``; the string starts with the wnid).
 - ``run_script(name, *args, env=None, timeout=...)``: ``subprocess.run`` of a script with
-  ``sys.executable``, one thread per process, captured text output.
+  ``sys.executable``, one thread per process, captured text output (for exit statuses, torchrun
+  and the bash drivers).
+- ``run_main(name, *args)``: the same script's ``main`` in this process, as ``remind.runtime.run_cli``
+  runs it from a shell: a ``CompletedProcess`` with the exit status and the captured stdout and
+  stderr, without the seconds an interpreter start and the imports take.
 - ``assert_clean_error(proc, *fragments)``: non-zero exit, no Python traceback on stderr, and
   every fragment in stderr.
 """
+import contextlib
 import csv
+import importlib
+import io
 import os
 import subprocess
 import sys
@@ -87,6 +94,21 @@ def run_script(name, *args, env=None, timeout=300, cwd=None):
     cmd = [sys.executable, os.path.join(SCRIPTS, name)] + [str(a) for a in args]
     return subprocess.run(cmd, capture_output=True, text=True, env=script_env(env),
                           timeout=timeout, cwd=cwd)
+
+
+def run_main(name, *args):
+    module = importlib.import_module("image_classification_experiments." + name.removesuffix(".py"))
+    from remind.runtime import run_cli
+
+    argv = [str(a) for a in args]
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            run_cli(module.main, argv, prog=name)
+        except SystemExit as exit_:
+            code = exit_.code
+    rc = code if isinstance(code, int) else (0 if code is None else 1)
+    return subprocess.CompletedProcess([name, *argv], rc, out.getvalue(), err.getvalue())
 
 
 def assert_ok(proc):

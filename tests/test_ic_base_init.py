@@ -1,5 +1,6 @@
 """Base initialization end to end on a tiny tree: training (1 process, resume, DDP with 2 gloo
-processes), feature extraction, PQ fitting, the bash driver, and the clear errors."""
+processes), feature extraction, PQ fitting, the bash driver, and the clear errors. The bash driver
+and torchrun run as processes; every other call runs a script's ``main`` in this process."""
 import json
 import os
 import shutil
@@ -21,14 +22,14 @@ TRAIN = ["--base_max_class", 3, "--num_classes", 4, "--batch_size", 10, "--num_w
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory):
+def ws(tmp_path_factory, make_imagenet_tree):
     """The whole base initialization by the bash driver, run from another directory.
 
     Label files, 2 training epochs, features and codes; the other tests check these outputs and
     reuse the tree, the label files and the checkpoint.
     """
     root = tmp_path_factory.mktemp("ic_base")
-    data = icf.make_imagenet_tree(root / "data", n_train=8, n_val=3, size=32)
+    data = make_imagenet_tree(root / "data", n_train=8, n_val=3, size=32)
     icf.write_order(root / "order.txt", ORDER)
     env = {"DATA_DIR": "data", "LABELS_DIR": "labels", "CLASS_ORDER": "order.txt",
            "SAVE_DIR": "out", "NPROC": "1", "BASE_MAX_CLASS": "3", "NUM_CLASSES": "4",
@@ -45,8 +46,8 @@ def ws(tmp_path_factory):
 
 
 def train(ws, save_dir, *extra):
-    return icf.run_script("train_base_init_network_from_scratch.py", "--data", ws["data"],
-                          "--labels_dir", ws["labels"], "--save_dir", save_dir, *TRAIN, *extra)
+    return icf.run_main("train_base_init_network_from_scratch.py", "--data", ws["data"],
+                        "--labels_dir", ws["labels"], "--save_dir", save_dir, *TRAIN, *extra)
 
 
 def test_bash_driver_outputs(ws):
@@ -89,6 +90,28 @@ def test_resume_equals_an_uninterrupted_run(ws):
     assert a["history"][-1]["val_top1"] == b["history"][-1]["val_top1"]
 
 
+def test_resume_refuses_other_settings_and_reads_the_previous_layout(ws, tmp_path):
+    """The run-defining settings must match; a last checkpoint of the previous version (no
+    fingerprint: its settings are read from its arguments) continues like a current one."""
+    import random
+
+    from remind.checkpoint import load_checkpoint, save_checkpoint
+
+    proc = train(ws, tmp_path / "other", "--epochs", 3, "--lr", 0.05, "--resume", ws["out"])
+    icf.assert_clean_error(proc, CKPT, "other settings", "lr: 0.02 vs 0.05")
+    last = load_checkpoint(ws["out"] / CKPT)
+    old = {k: v for k, v in last.items() if k not in ("format_version", "fingerprint")}
+    old["rng"] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    save_checkpoint(tmp_path / "old" / CKPT, old)
+    icf.assert_ok(train(ws, tmp_path / "from_old", "--epochs", 3, "--resume", tmp_path / "old"))
+    icf.assert_ok(train(ws, tmp_path / "from_new", "--epochs", 3, "--resume", ws["out"]))
+    a = torch.load(tmp_path / "from_old" / CKPT, weights_only=True)
+    b = torch.load(tmp_path / "from_new" / CKPT, weights_only=True)
+    assert a["epoch"] == b["epoch"] == 3
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+
+
 def test_evaluate_only(ws):
     proc = train(ws, ws["root"] / "eval", "--evaluate", "--resume", ws["ckpt"])
     icf.assert_ok(proc)
@@ -120,15 +143,15 @@ def test_training_clear_errors(ws, tmp_path):
     shutil.copytree(ws["labels"], bad_labels)
     arr = np.load(bad_labels / "imagenet_train_labels.npy")
     np.save(bad_labels / "imagenet_train_labels.npy", arr[:-2])
-    proc = icf.run_script("train_base_init_network_from_scratch.py", "--data", ws["data"],
-                          "--labels_dir", bad_labels, "--save_dir", tmp_path / "s", *TRAIN)
+    proc = icf.run_main("train_base_init_network_from_scratch.py", "--data", ws["data"],
+                        "--labels_dir", bad_labels, "--save_dir", tmp_path / "s", *TRAIN)
     icf.assert_clean_error(proc, "has 30 labels but the train folder has 32 images")
     # missing val folder
     data = tmp_path / "data"
     shutil.copytree(ws["data"], data)
     shutil.rmtree(data / "val")
-    proc = icf.run_script("train_base_init_network_from_scratch.py", "--data", data,
-                          "--labels_dir", ws["labels"], "--save_dir", tmp_path / "s", *TRAIN)
+    proc = icf.run_main("train_base_init_network_from_scratch.py", "--data", data,
+                        "--labels_dir", ws["labels"], "--save_dir", tmp_path / "s", *TRAIN)
     icf.assert_clean_error(proc, "val folder not found", str(data / "val"))
     assert not (tmp_path / "s").exists()
 
@@ -169,9 +192,9 @@ def test_extract_features_format_and_values(ws):
     np.testing.assert_allclose(feats[[0, 13]], ref, rtol=1e-4, atol=1e-5)
     # A second run with the same inputs keeps the file.
     mtime = os.stat(out / "base_init_features.h5").st_mtime_ns
-    proc = icf.run_script("extract_features.py", "--images_dir", ws["data"], "--label_dir",
-                          ws["labels"], "--classifier_ckpt", ckpt, "--base_init_classes", 3,
-                          "--image_size", 64, "--save_dir", out, "--device", "cpu")
+    proc = icf.run_main("extract_features.py", "--images_dir", ws["data"], "--label_dir",
+                        ws["labels"], "--classifier_ckpt", ckpt, "--base_init_classes", 3,
+                        "--image_size", 64, "--save_dir", out, "--device", "cpu")
     icf.assert_ok(proc)
     assert "up to date" in proc.stdout
     assert os.stat(out / "base_init_features.h5").st_mtime_ns == mtime
@@ -193,11 +216,11 @@ def test_fit_pq_outputs(ws):
         want = pq.encode_maps(torch.from_numpy(f["features"][:])).numpy()
         assert g.attrs["num_codebooks"] == 8 and g.attrs["codebook_size"] == 16
     np.testing.assert_array_equal(codes, want)
-    proc = icf.run_script("fit_pq.py", *args)
+    proc = icf.run_main("fit_pq.py", *args)
     icf.assert_ok(proc)
     assert "up to date" in proc.stdout
-    proc = icf.run_script("fit_pq.py", *args, "--codebook_size", 128,
-                          "--codes_file", out / "other.h5", "--pq_file", out / "other.npz")
+    proc = icf.run_main("fit_pq.py", *args, "--codebook_size", 128,
+                        "--codes_file", out / "other.h5", "--pq_file", out / "other.npz")
     icf.assert_clean_error(proc, "96 training vectors", "needs at least --codebook_size = 128")
     assert not (out / "other.h5").exists()
 
@@ -208,10 +231,10 @@ def test_extract_corrupt_image_error_and_skip(ws, tmp_path):
     args = ["--images_dir", tmp_path / "data", "--label_dir", ws["labels"], "--classifier_ckpt",
             ckpt, "--base_init_classes", 3, "--image_size", 32, "--num_workers", 1,
             "--save_dir", tmp_path / "bi", "--device", "cpu"]
-    proc = icf.run_script("extract_features.py", *args)  # the worker's failure, in one line
+    proc = icf.run_main("extract_features.py", *args)  # the worker's failure, in one line
     icf.assert_clean_error(proc, "cannot read image", str(victim), "--skip_corrupt_images")
     assert not (tmp_path / "bi" / "base_init_features.h5").exists()
-    proc = icf.run_script("extract_features.py", *args, "--skip_corrupt_images", "--num_workers", 0)
+    proc = icf.run_main("extract_features.py", *args, "--skip_corrupt_images", "--num_workers", 0)
     icf.assert_ok(proc)
     assert f"warning: skipping unreadable image {victim}" in proc.stderr
     assert "skipped 1 unreadable image" in proc.stdout

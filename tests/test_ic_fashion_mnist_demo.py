@@ -103,13 +103,14 @@ def test_converter_is_idempotent_and_rebuilds_on_new_settings(idx, tmp_path, cap
 
 
 def test_missing_data_says_how_to_get_it(tmp_path):
-    """The script itself (a subprocess): one line on stderr, exit 1, no traceback."""
+    """The script itself (a subprocess): one line on stderr, exit status 2, no traceback."""
     empty = tmp_path / "empty"
     empty.mkdir()
     proc = icf.run_script("make_fashion_mnist_imagefolder.py", "--idx_dir", empty, "--out_dir",
                           tmp_path / "fm", timeout=60)
     icf.assert_clean_error(proc, "Fashion-MNIST idx files not found", "apt-get install dataset-fashion-mnist",
                            "--download", str(empty))
+    assert proc.returncode == 2
     assert not (tmp_path / "fm").exists()
 
 

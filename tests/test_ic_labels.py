@@ -1,4 +1,6 @@
-"""Class orders, label files, ImageFolder order, flat val + LOC_val_solution.csv, clear errors."""
+"""Class orders, label files, ImageFolder order, flat val + LOC_val_solution.csv, clear errors.
+
+The scripts' ``main`` runs in this process; one test per script runs it as a process (exit status)."""
 import os
 import shutil
 
@@ -12,9 +14,9 @@ ORDER = [icf.CLASSES[i] for i in (2, 0, 3, 1)]
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory):
+def tree(tmp_path_factory, make_imagenet_tree):
     root = tmp_path_factory.mktemp("ic_tree")
-    data = icf.make_imagenet_tree(root / "data", n_train=5, n_val=2, size=16)
+    data = make_imagenet_tree(root / "data", n_train=5, n_val=2, size=16)
     order = icf.write_order(root / "order.txt", ORDER)
     return {"root": root, "data": data, "order": order}
 
@@ -35,8 +37,8 @@ def test_scan_matches_torchvision_imagefolder(tree):
 
 def test_label_maker_writes_ordered_labels_in_imagefolder_order(tree, tmp_path):
     labels_dir = tmp_path / "labels"
-    proc = icf.run_script("make_numpy_imagenet_label_files.py", "--data", tree["data"],
-                          "--labels_dir", labels_dir, "--class_order_text_file", tree["order"])
+    proc = icf.run_main("make_numpy_imagenet_label_files.py", "--data", tree["data"],
+                        "--labels_dir", labels_dir, "--class_order_text_file", tree["order"])
     icf.assert_ok(proc)
     for split in folders.SPLITS:
         arr = np.load(labels_dir / f"imagenet_{split}_labels.npy")
@@ -55,12 +57,12 @@ def test_legacy_imagenet_indices_location_is_read(tree, tmp_path):
     np.testing.assert_array_equal(labels, expected_labels(samples))
 
 
-def test_flat_val_with_loc_val_solution_csv(tree, tmp_path):
-    flat_root, csv_path = icf.make_flat_val(tmp_path / "flat", tree["data"])
+def test_flat_val_with_loc_val_solution_csv(tree, tmp_path, make_flat_val):
+    flat_root, csv_path = make_flat_val(tmp_path / "flat", tree["data"])
     labels_dir = tmp_path / "labels_flat"
-    proc = icf.run_script("make_numpy_imagenet_label_files.py", "--data", flat_root,
-                          "--labels_dir", labels_dir, "--class_order_text_file", tree["order"],
-                          "--val_labels_csv", csv_path)
+    proc = icf.run_main("make_numpy_imagenet_label_files.py", "--data", flat_root,
+                        "--labels_dir", labels_dir, "--class_order_text_file", tree["order"],
+                        "--val_labels_csv", csv_path)
     icf.assert_ok(proc)
     flat = folders.scan_split(flat_root, "val", csv_path)
     # Same order as ImageFolder on the class-folder layout: by wnid, then by file name.
@@ -79,18 +81,18 @@ def test_flat_val_with_loc_val_solution_csv(tree, tmp_path):
         assert label == ORDER.index(truth[image_id])
 
 
-def test_flat_val_errors(tree, tmp_path):
-    flat_root, csv_path = icf.make_flat_val(tmp_path / "flat", tree["data"])
+def test_flat_val_errors(tree, tmp_path, make_flat_val):
+    flat_root, csv_path = make_flat_val(tmp_path / "flat", tree["data"])
     args = ["--data", flat_root, "--labels_dir", tmp_path / "l", "--class_order_text_file", tree["order"]]
-    proc = icf.run_script("make_numpy_imagenet_label_files.py", *args)
+    proc = icf.run_main("make_numpy_imagenet_label_files.py", *args)
     icf.assert_clean_error(proc, "has no class sub-folders", "--val_labels_csv")
     stray = os.path.join(flat_root, "val", "ILSVRC2012_val_99999999.JPEG")
     shutil.copy(os.path.join(flat_root, "val", "ILSVRC2012_val_00000001.JPEG"), stray)
-    proc = icf.run_script("make_numpy_imagenet_label_files.py", *args, "--val_labels_csv", csv_path)
+    proc = icf.run_main("make_numpy_imagenet_label_files.py", *args, "--val_labels_csv", csv_path)
     icf.assert_clean_error(proc, "val images without a row in", "ILSVRC2012_val_99999999.JPEG")
     bad_csv = tmp_path / "bad.csv"
     bad_csv.write_text("id,label\nx,y\n")
-    proc = icf.run_script("make_numpy_imagenet_label_files.py", *args, "--val_labels_csv", bad_csv)
+    proc = icf.run_main("make_numpy_imagenet_label_files.py", *args, "--val_labels_csv", bad_csv)
     icf.assert_clean_error(proc, "expected the columns ImageId,PredictionString")
     assert not (tmp_path / "l").exists()
 
@@ -117,33 +119,36 @@ def test_label_maker_clear_errors(tree, tmp_path, case):
     else:
         order_file = tmp_path / "nope.txt"
         expect = ["class order file not found", "nope.txt"]
-    proc = icf.run_script("make_numpy_imagenet_label_files.py", "--data", data_dir,
-                          "--labels_dir", tmp_path / "labels", "--class_order_text_file", order_file)
+    proc = icf.run_main("make_numpy_imagenet_label_files.py", "--data", data_dir,
+                        "--labels_dir", tmp_path / "labels", "--class_order_text_file", order_file)
     icf.assert_clean_error(proc, *expect)
     assert not (tmp_path / "labels").exists()  # nothing half-written
 
 
 def test_class_order_on_disk_but_not_in_file_names_the_folder(tree, tmp_path):
+    """The script itself: one line on stderr and exit status 2."""
     data_dir = tmp_path / "d"
     shutil.copytree(tree["data"], data_dir)
     shutil.copytree(data_dir / "train" / ORDER[0], data_dir / "train" / "n07777777")
     proc = icf.run_script("make_numpy_imagenet_label_files.py", "--data", data_dir,
                           "--labels_dir", tmp_path / "labels", "--class_order_text_file", tree["order"])
     icf.assert_clean_error(proc, "but not in", "n07777777", "train")
+    assert proc.returncode == 2
 
 
 def test_random_class_order_is_seeded_and_never_overwrites(tree, tmp_path):
     out = tmp_path / "order.txt"
-    icf.assert_ok(icf.run_script("make_random_class_order.py", "--data", tree["data"],
-                                 "--class_order_text_file", out, "--seed", 5))
+    icf.assert_ok(icf.run_main("make_random_class_order.py", "--data", tree["data"],
+                               "--class_order_text_file", out, "--seed", 5))
     first = out.read_text().split()
     assert sorted(first) == sorted(icf.CLASSES)
     assert first == folders.random_class_order(os.path.join(tree["data"], "train"), 5)
     proc = icf.run_script("make_random_class_order.py", "--data", tree["data"],
                           "--class_order_text_file", out, "--seed", 6)
     icf.assert_clean_error(proc, "exists; pass --overwrite")
-    icf.assert_ok(icf.run_script("make_random_class_order.py", "--data", tree["data"],
-                                 "--class_order_text_file", out, "--seed", 6, "--overwrite"))
+    assert proc.returncode == 2
+    icf.assert_ok(icf.run_main("make_random_class_order.py", "--data", tree["data"],
+                               "--class_order_text_file", out, "--seed", 6, "--overwrite"))
 
 
 def test_range_dataset_keeps_imagefolder_order_and_returns_sample_index(tree):

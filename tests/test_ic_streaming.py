@@ -1,35 +1,36 @@
-"""The streaming script end to end on a tiny ImageFolder tree, by its command line."""
+"""The streaming script end to end on a tiny ImageFolder tree, by its command line (its ``main`` in
+this process; one test runs the script itself for its exit status)."""
 import json
 import os
 
 import pytest
 import torch
 
-from ic_fixtures import CLASSES, assert_clean_error, assert_ok, make_imagenet_tree, run_script, write_order
+from ic_fixtures import CLASSES, assert_clean_error, assert_ok, run_main, run_script, write_order
 
 ALL_CLASSES = CLASSES + ["n01494475", "n01496331"]  # 6 classes: 2 base + 2 chunks of 2
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
+def prepared(tmp_path_factory, make_imagenet_tree):
     """Tree, label files, base network, features and PQ codes: every step by its script."""
     root = tmp_path_factory.mktemp("stream")
     data = make_imagenet_tree(str(root / "data"), classes=ALL_CLASSES, n_train=8, n_val=3, size=32)
     order = write_order(root / "order.txt", ALL_CLASSES)
     labels = str(root / "labels")
-    assert_ok(run_script("make_numpy_imagenet_label_files.py", "--data", data, "--labels_dir", labels,
-                         "--class_order_text_file", order))
+    assert_ok(run_main("make_numpy_imagenet_label_files.py", "--data", data, "--labels_dir", labels,
+                       "--class_order_text_file", order))
     base = str(root / "base")
-    assert_ok(run_script("train_base_init_network_from_scratch.py", "--data", data, "--labels_dir", labels,
-                         "--base_max_class", 2, "--num_classes", 6, "--epochs", 1, "-b", 8,
-                         "--device", "cpu", "--image_size", 32, "-j", 0, "--save_dir", base))
+    assert_ok(run_main("train_base_init_network_from_scratch.py", "--data", data, "--labels_dir", labels,
+                       "--base_max_class", 2, "--num_classes", 6, "--epochs", 1, "-b", 8,
+                       "--device", "cpu", "--image_size", 32, "-j", 0, "--save_dir", base))
     ckpt = os.path.join(base, "best_ResNet18ClassifyAfterLayer4_1.pth")
     cache = str(root / "base_init")
-    assert_ok(run_script("extract_features.py", "--images_dir", data, "--label_dir", labels,
-                         "--classifier_ckpt", ckpt, "--base_init_classes", 2, "--image_size", 32,
-                         "--device", "cpu", "--num_workers", 0, "--save_dir", cache))
-    assert_ok(run_script("fit_pq.py", "--save_dir", cache, "--num_codebooks", 8, "--codebook_size", 16,
-                         "--device", "cpu"))
+    assert_ok(run_main("extract_features.py", "--images_dir", data, "--label_dir", labels,
+                       "--classifier_ckpt", ckpt, "--base_init_classes", 2, "--image_size", 32,
+                       "--device", "cpu", "--num_workers", 0, "--save_dir", cache))
+    assert_ok(run_main("fit_pq.py", "--save_dir", cache, "--num_codebooks", 8, "--codebook_size", 16,
+                       "--device", "cpu"))
     common = ["--images_dir", data, "--label_dir", labels, "--classifier_ckpt", ckpt,
               "--num_classes", 6, "--base_init_classes", 2, "--streaming_min_class", 2,
               "--streaming_max_class", 6, "--class_increment", 2, "--image_size", 32,
@@ -37,7 +38,7 @@ def prepared(tmp_path_factory):
               "--random_resized_crops", "--use_mixup", "--device", "cpu", "--num_workers", 0,
               "--batch_size", 8, "--base_init_dir", cache, "--seed", 3]
     full = str(root / "full")
-    proc = run_script("imagenet_experiment.py", *common, "--save_dir", full)
+    proc = run_main("imagenet_experiment.py", *common, "--save_dir", full)
     assert_ok(proc)
     return {"root": root, "common": common, "full": full, "stdout": proc.stdout}
 
@@ -73,12 +74,12 @@ def test_outputs_of_a_complete_run(prepared):
 
 def test_resume_after_an_interruption_equals_the_uninterrupted_run(prepared):
     part = str(prepared["root"] / "part")
-    proc = run_script("imagenet_experiment.py", *prepared["common"], "--save_dir", part,
-                      "--stop_after_samples", 11, "--checkpoint_interval", 5)
+    proc = run_main("imagenet_experiment.py", *prepared["common"], "--save_dir", part,
+                    "--stop_after_samples", 11, "--checkpoint_interval", 5)
     assert_ok(proc)
     assert not os.path.exists(os.path.join(part, "results.json")) or \
         len(read_results(part)["evaluations"]) < 3
-    assert_ok(run_script("imagenet_experiment.py", *prepared["common"], "--save_dir", part, "--resume"))
+    assert_ok(run_main("imagenet_experiment.py", *prepared["common"], "--save_dir", part, "--resume"))
     assert read_results(part)["evaluations"] == read_results(prepared["full"])["evaluations"]
     for name in ("preds_min_trained_0_max_trained_6.pth", "remind_model/remind_classifier_F_6.pth"):
         a = torch.load(os.path.join(prepared["full"], name), weights_only=True)
@@ -95,25 +96,69 @@ def test_reference_resume_from_a_saved_point(prepared):
     out = str(prepared["root"] / "from4")
     args = list(prepared["common"])
     args[args.index("--streaming_min_class") + 1] = 4
-    assert_ok(run_script("imagenet_experiment.py", *args, "--save_dir", out,
-                         "--resume_full_path", prepared["full"]))
+    assert_ok(run_main("imagenet_experiment.py", *args, "--save_dir", out,
+                       "--resume_full_path", prepared["full"]))
     full = read_results(prepared["full"])["evaluations"]
     assert read_results(out)["evaluations"] == full
 
 
 def test_resume_with_other_settings_is_a_clear_error(prepared):
     part = str(prepared["root"] / "other")
-    assert_ok(run_script("imagenet_experiment.py", *prepared["common"], "--save_dir", part,
-                         "--stop_after_samples", 3))
+    assert_ok(run_main("imagenet_experiment.py", *prepared["common"], "--save_dir", part,
+                       "--stop_after_samples", 3))
     args = list(prepared["common"])
     args[args.index("--rehearsal_samples") + 1] = 9
-    proc = run_script("imagenet_experiment.py", *args, "--save_dir", part, "--resume")
+    proc = run_main("imagenet_experiment.py", *args, "--save_dir", part, "--resume")
     assert_clean_error(proc, "latest.pt", "--rehearsal_samples 4, now 9")
 
 
 def test_bad_flags_are_clear_errors(prepared):
+    """The script itself: one line on stderr and exit status 2 for bad input."""
     args = list(prepared["common"])
     args[args.index("--classifier_ckpt") + 1] = "missing.pth"
-    assert_clean_error(run_script("imagenet_experiment.py", *args), "--classifier_ckpt missing.pth")
-    proc = run_script("imagenet_experiment.py", *prepared["common"], "--classifier", "ResNet18_StartAt_Layer3_1")
+    proc = run_script("imagenet_experiment.py", *args)
+    assert_clean_error(proc, "--classifier_ckpt missing.pth")
+    assert proc.returncode == 2
+    proc = run_main("imagenet_experiment.py", *prepared["common"], "--classifier", "ResNet18_StartAt_Layer3_1")
     assert_clean_error(proc, "--classifier ResNet18_StartAt_Layer3_1", "layer4.1")
+
+
+def test_state_of_the_previous_version_is_read(prepared):
+    """A state in the previous layout (no "format": the run-defining settings under "config" and
+    torch's generator only) still continues the run exactly."""
+    from remind.checkpoint import load_checkpoint, save_checkpoint
+
+    old = prepared["root"] / "old_layout"
+    (old / "remind_model").mkdir(parents=True)
+    new = load_checkpoint(os.path.join(prepared["full"], "remind_model", "remind_state_4.pt"))
+    assert new["format"] == "remind_ic_stream" and "fingerprint" in new
+    save_checkpoint(old / "remind_model" / "remind_state_4.pt", {
+        "model": new["model"], "history": new["history"], "config": new["fingerprint"],
+        "chunk_start": new["chunk_start"], "offset": new["offset"], "torch_rng": new["rng"]["torch"]})
+    args = list(prepared["common"])
+    args[args.index("--streaming_min_class") + 1] = 4
+    out = str(prepared["root"] / "from_old_layout")
+    assert_ok(run_main("imagenet_experiment.py", *args, "--save_dir", out, "--resume_full_path", old))
+    assert read_results(out)["evaluations"] == read_results(prepared["full"])["evaluations"]
+    args[args.index("--rehearsal_samples") + 1] = 9
+    proc = run_main("imagenet_experiment.py", *args, "--save_dir", out + "_other", "--resume_full_path", old)
+    assert_clean_error(proc, "remind_state_4.pt", "--rehearsal_samples 4, now 9")
+
+
+def test_checkpoint_clock_saves_by_steps_by_minutes_and_at_the_stop(monkeypatch):
+    from argparse import Namespace
+    from types import SimpleNamespace
+
+    from image_classification_experiments import imagenet_experiment as ie
+
+    saves, now = [], [0.0]
+    monkeypatch.setattr(ie, "save_latest", lambda args, model, state: saves.append(model.steps))
+    args = Namespace(checkpoint_interval=4, checkpoint_interval_min=1.0, stop_after_steps=10)
+    clock, model = ie.CheckpointClock(args, now=lambda: now[0]), SimpleNamespace(steps=0)
+    stops = []
+    for step, seconds in enumerate([10, 20, 70, 80, 90, 100, 150, 160, 170, 180], start=1):
+        model.steps, now[0] = step, seconds
+        stops.append(clock.after_step(model, {}))
+    # 60 s after the start (step 3), every 4 steps (4, 8), 60 s after the save at step 4 (7), the stop
+    assert saves == [3, 4, 7, 8, 10]
+    assert stops == [False] * 9 + [True]
