@@ -16,8 +16,14 @@ the full buffer, with a check that the restored buffer draws exactly what the sa
     python benchmarks/soak_buffer.py --quick                 # smoke run: 20k items, 4k samples (seconds)
     python benchmarks/soak_buffer.py --samples 20000 --checkpoint_every 10000 --json soak.json
 
-Needs about 3 x the code bytes of RAM at the cap (the buffer, the checkpoint's copy of it, and the
-loaded copy: ~5 GB) and 3 x on disk (two kept checkpoints and the one being written).
+Measured (default run: 100k samples, 4 checkpoints; 2-core CPU shared with other jobs, load ~7,
+the process got 29% of a core): per sample 221 us median at the start, 230 us at the end (1.04x);
+RSS 1.93 GB at the start of streaming, 1.94 GB at the end (+0.6%); peak 3.55 GB (the save's copy
+of the codes); checkpoint file 1.52 GB, save 16 s, load 10.8 s (of which the CRC check 3.1 s).
+
+Needs about 2 x the code bytes of RAM plus 0.4 GB (the buffer, plus the checkpoint's copy of it
+while saving or the loaded copy while loading: 3.6 GB measured) and 3 x on disk (the two kept
+checkpoints and the one being written; a temporary folder, removed, unless --dir).
 """
 import argparse
 import gc
