@@ -12,7 +12,7 @@ from vqa_experiments.vqa_data import (VQADataError, load_codes, load_dictionary,
                                       load_embedding_init, load_questions)
 
 def run_failing(name, *args):
-    proc = fx.run_vqa_script(name, *args, expect_rc=2)
+    proc = fx.run_vqa_main(name, *args, expect_rc=2)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert "Traceback" not in proc.stderr

@@ -16,14 +16,14 @@ from vqa_experiments.vqa_data import (UNK_TOKEN, dataset_files, load_dictionary,
 def clevr_prepared(tmp_path_factory):
     root = fx.make_clevr(str(tmp_path_factory.mktemp("clevr")))
     out = os.path.join(root, "prepared")
-    proc = fx.run_vqa_script("preprocess_clevr.py", "--data_root", root, "--out_dir", out)
+    proc = fx.run_vqa_main("preprocess_clevr.py", "--data_root", root, "--out_dir", out)
     return root, out, proc
 
 
 @pytest.fixture(scope="module")
 def tdiuc_prepared(tmp_path_factory):
     root = fx.make_tdiuc(str(tmp_path_factory.mktemp("tdiuc")))
-    proc = fx.run_vqa_script("preprocess_tdiuc.py", "--data_root", root)  # out_dir defaults to the root
+    proc = fx.run_vqa_main("preprocess_tdiuc.py", "--data_root", root)  # out_dir defaults to the root
     return root, root, proc
 
 
@@ -128,8 +128,8 @@ def test_glove_init_and_train_only_dictionary(tdiuc_prepared, tmp_path):
     glove.write_text("what " + " ".join(["0.5"] * 300) + "\n" +
                      "is " + " ".join(["-1"] * 300) + "\nzzz " + " ".join(["2"] * 300) + "\n")
     out = tmp_path / "prepared"
-    fx.run_vqa_script("preprocess_tdiuc.py", "--data_root", root, "--out_dir", out, "--glove", glove,
-               "--dictionary_splits", "train", "--seq_len", "12")
+    fx.run_vqa_main("preprocess_tdiuc.py", "--data_root", root, "--out_dir", out, "--glove", glove,
+                    "--dictionary_splits", "train", "--seq_len", "12")
     files = dataset_files(str(out), "tdiuc")
     d = load_dictionary(files["dictionary"])
     assert fx.UNKNOWN_WORD not in d.word2idx and d.seq_len == 12

@@ -1,25 +1,20 @@
 """Raw CLEVR-format data -> the data scripts (preprocess, features, PQ codes) -> the trainer."""
 import json
-import os
-import subprocess
-import sys
 
 import vqa_fixtures as fx
 
 from vqa_experiments.stream_order import stream_boundaries, stream_order
 from vqa_experiments.vqa_data import dataset_files, load_questions
 
-TRAINER = os.path.join(fx.REPO_ROOT, "vqa_experiments", "vqa_trainer.py")
-
 
 def test_clevr_from_raw_files_to_streaming_results(tmp_path):
     root = fx.make_clevr(str(tmp_path / "raw"))
-    fx.run_vqa_script("preprocess_clevr.py", "--data_root", root)
-    fx.run_vqa_script("extract_image_features.py", "--dataset", "clevr", "--data_root", root,
-                      "--arch", "resnet18", "--layer", "layer3", "--weights", "none", "--num_workers", "0",
-                      "--device", "cpu", "--batch_size", "32", "--no_progress")
-    fx.run_vqa_script("fit_pq_and_encode.py", "--dataset", "clevr", "--data_dir", root, "--order", "qtype",
-                      "--device", "cpu", "--no_progress")
+    fx.run_vqa_main("preprocess_clevr.py", "--data_root", root)
+    fx.run_vqa_main("extract_image_features.py", "--dataset", "clevr", "--data_root", root,
+                    "--arch", "resnet18", "--layer", "layer3", "--weights", "none", "--num_workers", "0",
+                    "--device", "cpu", "--batch_size", "32", "--no_progress")
+    fx.run_vqa_main("fit_pq_and_encode.py", "--dataset", "clevr", "--data_dir", root, "--order", "qtype",
+                    "--device", "cpu", "--no_progress")
     # S-MAC at a tiny width on the 14x14x256 maps, with the prepared (frozen) 300-d embedding init.
     cfg = tmp_path / "smac.json"
     cfg.write_text(json.dumps({
@@ -27,9 +22,9 @@ def test_clevr_from_raw_files_to_streaming_results(tmp_path):
         "embedding_init": "file", "num_classes": 28, "num_types": 5, "train_batch_size": 16,
         "val_batch_size": 64, "lr": 3e-4, "max_epochs": 1, "test_interval": 8, "num_rehearsal_samples": 5}))
     save = tmp_path / "run"
-    proc = subprocess.run([sys.executable, TRAINER, "--config", str(cfg), "--data_dir", root, "--data_order",
-                           "qtype", "--stream_with_rehearsal", "--save_dir", str(save), "--num_threads", "1",
-                           "--progress", "off"], capture_output=True, text=True, cwd=str(tmp_path), timeout=300)
+    proc = fx.run_vqa_main("vqa_trainer.py", "--config", str(cfg), "--data_dir", root, "--data_order", "qtype",
+                           "--stream_with_rehearsal", "--save_dir", str(save), "--num_threads", "1",
+                           "--progress", "off", prog="vqa_trainer", expect_rc=None)
     assert proc.returncode == 0, proc.stderr
     with open(save / "results.json") as f:
         res = json.load(f)

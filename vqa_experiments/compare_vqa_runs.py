@@ -12,7 +12,9 @@ import argparse
 import json
 import os
 import sys
+
 from remind.errors import InputError
+from remind.runtime import run_cli
 
 
 class CompareError(InputError):
@@ -94,8 +96,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except CompareError as err:
-        print(f"compare_vqa_runs: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main, prog="compare_vqa_runs")

@@ -14,7 +14,7 @@ import os
 
 from PIL import Image
 
-from vqa_experiments.preprocess.io import run_cli, write_json
+from remind.runtime import run_cli, write_json
 from vqa_experiments.preprocess.tdiuc import annotations_path, questions_path
 from vqa_experiments.vqa_data import VQADataError
 

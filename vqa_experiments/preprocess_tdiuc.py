@@ -6,7 +6,7 @@ preprocess_tdiuc_summary.json into --out_dir (formats: vqa_experiments/DATA_FORM
 import argparse
 
 from vqa_experiments.preprocess import tdiuc
-from vqa_experiments.preprocess.io import run_cli
+from remind.runtime import run_cli
 from vqa_experiments.preprocess.questions import add_question_args, run_question_preprocessing
 
 

@@ -19,11 +19,11 @@ import torchvision
 
 from remind.checkpoint import save_checkpoint
 from remind.feature_store import UnreadableImages, collate_images
+from remind.runtime import add_run_arguments, resolve_device, run_cli, set_cpu_threads
 from vqa_experiments.preprocess import tdiuc
 from vqa_experiments.preprocess.features import (DEFAULTS, IMAGENET_MEAN, LAYERS,
-                                                 UNREADABLE_MESSAGE, ImageFiles, default_device,
-                                                 list_images, resnet_trunk)
-from vqa_experiments.preprocess.io import add_threads_arg, run_cli, set_cpu_threads
+                                                 UNREADABLE_MESSAGE, ImageFiles, list_images,
+                                                 resnet_trunk)
 from vqa_experiments.vqa_data import VQADataError, read_json
 
 LABEL_TYPES = ("color", "object_recognition")
@@ -92,12 +92,11 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=default_device())
     parser.add_argument("--num_workers", type=int, default=0)
-    add_threads_arg(parser)
+    add_run_arguments(parser)  # --device, --seed, --num_threads, --progress (no bars here)
     args = parser.parse_args(argv)
     set_cpu_threads(args.num_threads)
+    device = resolve_device(args.device)
 
     torch.manual_seed(args.seed)
     t0 = time.time()
@@ -116,7 +115,6 @@ def main(argv=None):
         channels = trunk.eval()(x_tr[:1]).shape[1]
     fc = torch.nn.Linear(channels, sum(sizes))
     model = torch.nn.Sequential(trunk, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), fc)
-    device = torch.device(args.device)
     model = model.to(device, memory_format=torch.channels_last)
     x_tr = x_tr.contiguous(memory_format=torch.channels_last)
     x_va = x_va.contiguous(memory_format=torch.channels_last)

@@ -2,7 +2,7 @@
 
 The trainer reads every prepared file through these functions. They raise ``VQADataError`` with a
 one-line message naming the offending file; scripts turn it into one line on stderr (see
-``vqa_experiments.preprocess.io.run_cli``).
+``remind.runtime.run_cli``).
 """
 import json
 import os

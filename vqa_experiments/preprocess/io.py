@@ -1,22 +1,17 @@
-"""Atomic output files, h5 string columns and the one-line-error CLI wrapper."""
+"""Atomic h5/npy outputs, h5 string columns and warnings for the data scripts.
+
+JSON outputs, the one-line-error CLI wrapper and the CPU thread setting come from
+``remind.runtime`` (``write_json``, ``run_cli``, ``set_cpu_threads``).
+"""
 import contextlib
-import json
 import sys
 
 import h5py
 import numpy as np
 from remind.checkpoint import atomic_write
-from remind.quantizer import QuantizerError
-
-from vqa_experiments.vqa_data import VQADataError
+from remind.runtime import run_cli, set_cpu_threads  # noqa: F401  (re-exported for scripts that import them here)
 
 STR_DTYPE = h5py.string_dtype("utf-8")
-
-
-def write_json(path, obj):
-    with atomic_write(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, ensure_ascii=False)
 
 
 def write_npy(path, array):
@@ -44,34 +39,6 @@ def set_attrs(f, attrs):
         f.attrs[key] = value
 
 
-def add_threads_arg(parser):
-    parser.add_argument("--num_threads", type=int, default=0,
-                        help="CPU threads for torch and faiss (0: their defaults); 1 is much "
-                             "faster than 2 on a busy 2-core machine")
-
-
-def set_cpu_threads(num_threads):
-    """Pin torch's and faiss's CPU thread pools (their spinning threads thrash busy cores)."""
-    if num_threads > 0:
-        import faiss
-        import torch
-
-        torch.set_num_threads(num_threads)
-        faiss.omp_set_num_threads(num_threads)
-
-
 def warn(message):
     print(f"warning: {message}", file=sys.stderr)
-
-
-def run_cli(main, argv=None):
-    """Run ``main(argv)``; a ``VQADataError`` becomes one line on stderr and exit status 2."""
-    try:
-        main(argv)
-    except (VQADataError, QuantizerError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
 

@@ -9,11 +9,12 @@ import os
 
 import numpy as np
 
-from vqa_experiments.preprocess.io import atomic_h5, put_strings, set_attrs, warn, write_json, write_npy
+from remind.runtime import write_json
+from vqa_experiments.preprocess.io import atomic_h5, put_strings, set_attrs, warn, write_npy
 from vqa_experiments.vqa_data import (DEFAULT_SEQ_LEN, EMBEDDING_DIM, FORMAT_VERSION, UNK_TOKEN,
                                       Dictionary, VQADataError, dataset_files, tokenize)
 
-RANDOM_EMBEDDING_STD = 0.33  # the scale of GloVe 6B 300d entries (spec section 3)
+RANDOM_EMBEDDING_STD = 0.33  # the scale of GloVe 6B 300d entries
 
 
 @dataclasses.dataclass
