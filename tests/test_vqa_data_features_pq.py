@@ -1,13 +1,15 @@
 """Feature extraction and PQ codes by command line, on generated CLEVR/TDIUC data."""
 import os
+import shutil
 
+import h5py
 import numpy as np
 import pytest
 import torch
 
 import vqa_fixtures as fx
 from vqa_experiments.preprocess.features import build_backbone
-from vqa_experiments.preprocess.pq_codes import pq_train_images
+from vqa_experiments.preprocess.pq_codes import fit_and_encode, pq_train_images
 from vqa_experiments.stream_order import stream_boundaries, stream_order
 from vqa_experiments.vqa_data import (dataset_files, decode_features, image_index_from_iids,
                                       load_codes, load_features, load_h5_attrs, load_pq,
@@ -55,6 +57,21 @@ def test_clevr_codes_decode_to_the_features(clevr_codes):
     assert attrs["pq_file"] == "pq_clevr_iid.npz" and attrs["feature_shape"] == [14, 14, 256]
     q_attrs = load_h5_attrs(dataset_files(clevr_codes, "clevr", "qtype")["codes"])
     assert q_attrs["order"] == "qtype" and q_attrs["num_train_images"] == 20
+
+
+def test_features_file_is_a_core_feature_store_and_older_files_still_encode(clevr_codes, tmp_path):
+    """Files from before the core's feature store (no layout attributes) give the same codes."""
+    files = dataset_files(clevr_codes, "clevr")
+    attrs = load_h5_attrs(files["features"])
+    assert attrs["layout"] == "NHWC" and attrs["skipped_unreadable"] == 0
+    for name in ("train_clevr.h5", "val_clevr.h5", "features_clevr.h5"):
+        shutil.copy(os.path.join(clevr_codes, name), tmp_path / name)
+    with h5py.File(tmp_path / "features_clevr.h5", "a") as f:
+        del f.attrs["layout"], f.attrs["skipped_unreadable"]
+    fit_and_encode("clevr", str(tmp_path), ["iid"], device="cpu", progress=False)
+    new, _ = load_codes(dataset_files(str(tmp_path), "clevr", "iid")["codes"])
+    old, _ = load_codes(dataset_files(clevr_codes, "clevr", "iid")["codes"])
+    np.testing.assert_array_equal(new, old)
 
 
 def test_pq_training_sets():
