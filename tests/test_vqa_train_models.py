@@ -10,7 +10,7 @@ def test_s_mac_reference_parameter_count():
     torch.manual_seed(0)
     model = build_model("s_mac", ntoken=87, num_classes=28, cnn_feat_size=1024)
     assert count_parameters(model) == 19_115_836
-    # By part (spec 5.1): embedding 26,400; input unit 11,200,512; MAC unit 7,087,616; output 801,308.
+    # By part: embedding 26,400; input unit 11,200,512; MAC unit 7,087,616; output 801,308.
     assert sum(p.numel() for p in model.embedding.parameters()) == 26_400
     input_unit = [model.conv, model.kb_proj, model.lstm, model.lstm_proj]
     assert sum(p.numel() for m in input_unit for p in m.parameters()) == 11_200_512

@@ -1,4 +1,4 @@
-"""Stream orders and boundaries of the reference (spec 6.3) on known inputs."""
+"""Stream orders and boundaries of the reference on known inputs."""
 import random
 
 import numpy as np

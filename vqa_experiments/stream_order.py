@@ -1,4 +1,4 @@
-"""The streaming orders and evaluation boundaries of the reference VQA trainer (spec section 6.3).
+"""The streaming orders and evaluation boundaries of the reference VQA trainer.
 
 - ``iid``: ``random.Random(666).shuffle`` of the (filtered) training rows. The permutation depends
   only on the number of rows.

@@ -1,7 +1,7 @@
 """S-MAC: the simplified MAC network (Marois et al. 2018) that REMIND trains on CLEVR.
 
-Structure, sizes and initialisation follow the reference (``vqa_experiments/s_mac/*``), described in
-the project's VQA spec, section 5.1. At the reference sizes (87 tokens, 300-d embedding, d = 512,
+Structure, sizes and initialisation follow the reference (``vqa_experiments/s_mac/*``). At the
+reference sizes (87 tokens, 300-d embedding, d = 512,
 12 steps, 1024-channel 14x14 maps, 28 answers) it has 19,115,836 parameters, 26,400 of them in the
 frozen word embedding.
 

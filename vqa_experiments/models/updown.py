@@ -1,5 +1,5 @@
 """The UpDown-style two-glimpse attention model REMIND trains on TDIUC (reference
-``vqa_models.UpDown`` with ``attn_type='old'``), as in the project's VQA spec, section 5.2.
+``vqa_models.UpDown`` with ``attn_type='old'``).
 
 At the reference sizes (9,318 tokens, 300-d trainable embedding with dropout, BiLSTM 512, 2048-d
 features, 2 glimpses, hidden 2 x 1024, 1480 answers) it has 25,945,726 parameters. PyTorch default

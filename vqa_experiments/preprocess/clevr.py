@@ -1,4 +1,4 @@
-"""CLEVR v1.0 readers: question JSON -> QuestionRecords, image files -> image ids (spec 1.2, 10.1)."""
+"""CLEVR v1.0 readers: question JSON -> QuestionRecords, image files -> image ids."""
 import os
 
 from vqa_experiments.preprocess.questions import QuestionRecords
@@ -7,7 +7,7 @@ from vqa_experiments.vqa_data import VQADataError, read_json
 SPLITS = ("train", "val")
 SPLIT_PREFIX = {"train": "1", "val": "2"}  # iid = int(prefix + str(image_index))
 
-# The function of a question's last program node -> one of the 5 categories (spec 1.4).
+# The function of a question's last program node -> one of the 5 categories (the reference's).
 FUNCTION_TO_QTYPE = {
     "count": "count",
     "equal_color": "compare_attribute", "equal_material": "compare_attribute",

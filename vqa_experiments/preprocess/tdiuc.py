@@ -1,4 +1,4 @@
-"""TDIUC readers: questions + annotations -> QuestionRecords, image files -> ids (spec 1.3, 10.2)."""
+"""TDIUC readers: questions + annotations -> QuestionRecords, image files -> ids."""
 import os
 
 from vqa_experiments.preprocess.questions import QuestionRecords
