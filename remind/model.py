@@ -165,7 +165,7 @@ class REMINDModel:
         }
 
     def load_state_dict(self, state):
-        from remind.quantizer import ProductQuantizer
+        from remind.latent_codecs import codec_from_state_dict
 
         if int(state["num_classes"]) != self.num_classes:
             raise ValueError(f"checkpoint is for {state['num_classes']} classes, the model has {self.num_classes}")
@@ -174,6 +174,6 @@ class REMINDModel:
         self.class_counts = state["class_counts"].numpy().astype(np.int64).copy()
         self.steps = int(state["steps"])
         self.buffer.load_state_dict(state["buffer"])
-        self.quantizer = ProductQuantizer.from_state_dict(state["quantizer"], device=self.device)
+        self.quantizer = codec_from_state_dict(state["quantizer"], device=self.device)  # PQ or another codec
         self._mix_rng.bit_generator.state = state["mix_rng"]
         self._aug_gen.set_state(state["aug_rng"])
