@@ -173,3 +173,21 @@ def test_remind_model_streams_and_resumes_exactly_with_each_codec(kind, tmp_path
         assert torch.equal(va, vb), k
     assert torch.equal(full.buffer.codes, resumed.buffer.codes) and len(resumed.buffer) == 8
     assert torch.equal(full.predict_codes(codes), resumed.predict_codes(codes))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("kind", ["raw", "scalar"])
+def test_codecs_on_cuda_match_the_cpu(kind):
+    codec = fitted(kind)
+    x, y = synthetic_maps(2, seed=6)
+    cpu_codes = codec.encode_maps(x)
+    codec.to("cuda")
+    codes = codec.encode_maps(x.cuda())
+    assert codes.is_cuda and torch.equal(codes.cpu(), cpu_codes)
+    assert torch.allclose(codec.decode_maps(codes).cpu(), codec.to("cpu").decode_maps(cpu_codes))
+    torch.manual_seed(0)
+    _, f = build_resnet18_split(first_plastic_block="layer4.1", num_classes=NUM_CLASSES)
+    buf = ReplayBuffer((2, 2, codec.M), capacity=4, device="cuda")
+    model = REMINDModel(None, f, codec, buf, NUM_CLASSES, StreamingConfig(num_replay=2), device="cuda")
+    model.fit(codes, y, torch.arange(len(y)))
+    assert model.buffer.codes.is_cuda and model.predict_codes(codes).shape == (len(y), NUM_CLASSES)

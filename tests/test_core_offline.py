@@ -112,3 +112,13 @@ def test_cache_key_refuses_values_without_a_plain_form():
         offline_cache_key({"weights": torch.zeros(2)})
     with pytest.raises(OfflineError, match="keys must be strings"):
         offline_cache_key({"a": {1: 2}})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_trains_on_cuda_from_host_codes():
+    codec = fitted_codec()
+    x, y = separable_maps(30, seed=1)
+    f = train_offline(small_f(), codec.encode_maps(x), y, codec, CONFIG, device="cuda")
+    assert next(f.parameters()).is_cuda
+    xt, yt = separable_maps(25, seed=2)
+    assert accuracy(f, codec, codec.encode_maps(xt.cuda()), yt.cuda()) >= 0.9
