@@ -8,9 +8,16 @@ classes gives top-1/top-5 on the seen, base and non-base classes.
 
 Outputs in ``--save_dir``: config.json, log.txt, the reference's per-point files
 (accuracies_min_trained_<a>_max_trained_<b>.json, preds_min_trained_<a>_max_trained_<b>.pth,
-remind_model/remind_classifier_F_<b>.pth, and remind_model/remind_state_<b>.pt, the whole model
+remind_model/remind_classifier_F_<b>.pth, and remind_model/remind_state_<b>.pt, the whole run
 state in place of the reference's pickled buffer), results.json, results.csv, accuracy_plot.png,
-and checkpoints/latest.pt, from which ``--resume`` continues exactly where the run stopped.
+and checkpoints/latest.pt (with the one before it, latest.1.pt), from which ``--resume`` continues
+exactly where the run stopped.
+
+Run states (latest.pt, remind_state_<b>.pt) are run checkpoints of kind ``remind_ic_stream``
+(``remind.runtime``): the model (F, optimizer, buffer, quantizer, per-class counts, its own
+generators), the evaluations so far, the position in the stream and every global generator, with
+the fingerprint of the run-defining settings (``RUN_DEFINING``); a resume with other values of
+those is refused. States of the previous version (no format) are still read.
 """
 import argparse
 import os

@@ -12,8 +12,11 @@ only rank 0 writes files.)
 Outputs in ``--save_dir``:
 - ``best_<ckpt_file>``: plain torchvision state_dict of the best epoch by val top-1
   (``resnet18(num_classes=...).load_state_dict(torch.load(p, weights_only=True))``);
-- ``<ckpt_file>``: last epoch, for ``--resume``: {state_dict, optimizer, scheduler, scaler,
-  epoch (epochs done), best_acc1, best_epoch, history, rng, args};
+- ``<ckpt_file>``: last epoch, for ``--resume`` (a run checkpoint of kind
+  ``remind-base-init-last``, ``remind.runtime``; the one before it stays as ``<name>.1.pth``):
+  {state_dict, optimizer, scheduler, scaler, epoch (epochs done), best_acc1, best_epoch, history,
+  rng, args} with the fingerprint of the settings in ``RUN_DEFINING`` (a resume with other
+  values of those is refused; --epochs may grow);
 - ``config.json`` (arguments) and ``results.json`` (per-epoch loss / accuracy / lr / speed).
 Every file is written to a temporary name and renamed, so a crash never leaves half a checkpoint.
 With ``--seed`` a CPU run is deterministic, and a resumed run equals an uninterrupted one: each
