@@ -16,7 +16,7 @@ import json
 import math
 import os
 
-from image_classification_experiments.ic_common import write_json
+from remind.runtime import write_json
 from remind.runtime import run_cli
 from image_classification_experiments.imagenet_folders import DataError
 

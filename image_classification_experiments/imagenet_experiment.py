@@ -43,7 +43,7 @@ from remind.runtime import (RunLog, add_run_arguments, capture_rng, command_line
 
 from image_classification_experiments import imagenet_data as data
 from image_classification_experiments.base_init_cache import ensure_base_init_cache
-from image_classification_experiments.ic_common import write_json
+from remind.runtime import write_json
 from image_classification_experiments.imagenet_folders import DataError
 
 LATEST = os.path.join("checkpoints", "latest.pt")

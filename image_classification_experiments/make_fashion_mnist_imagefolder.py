@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 
 from image_classification_experiments import imagenet_folders as folders
-from image_classification_experiments.ic_common import write_json
+from remind.runtime import write_json
 from remind.runtime import run_cli
 from image_classification_experiments.imagenet_folders import DataError
 from image_classification_experiments.make_numpy_imagenet_label_files import make_label_files

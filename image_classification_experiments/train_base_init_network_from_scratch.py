@@ -47,7 +47,7 @@ from remind.runtime import (add_run_arguments, capture_rng, default_device, fing
                             save_run_checkpoint, seed_everything, set_cpu_threads)
 
 from image_classification_experiments import imagenet_data as data
-from image_classification_experiments.ic_common import write_json
+from remind.runtime import write_json
 from image_classification_experiments.imagenet_folders import DataError
 
 ARCHS = ("ResNet18ClassifyAfterLayer4_1", "resnet18")  # both: torchvision's ResNet-18 layout
