@@ -114,10 +114,12 @@ def check_args(args):
         raise TrainerError("--base_init_from applies to --stream_with_rehearsal and --stream only")
     if args.save_dir is None:
         args.save_dir = os.path.join("snapshots", args.expt_name)
-    for name in (CHECKPOINT_PATH, LEGACY_CHECKPOINT_NAME):
-        if os.path.exists(os.path.join(args.save_dir, name)) and not (args.resume and name == CHECKPOINT_PATH):
-            raise TrainerError(f"{args.save_dir} already holds a run; pass --resume to continue it or choose "
-                               "another --save_dir")
+    if os.path.exists(os.path.join(args.save_dir, LEGACY_CHECKPOINT_NAME)):
+        raise TrainerError(f"{args.save_dir} holds a run of an older version of this trainer "
+                           f"({LEGACY_CHECKPOINT_NAME}), which cannot be resumed; choose another --save_dir")
+    if os.path.exists(os.path.join(args.save_dir, CHECKPOINT_PATH)) and not args.resume:
+        raise TrainerError(f"{args.save_dir} already holds a run; pass --resume to continue it or choose another "
+                           f"--save_dir")
 
 
 def start(trainer, args, log):

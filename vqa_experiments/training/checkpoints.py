@@ -55,15 +55,17 @@ def save(trainer, path, kind, with_buffer):
         "rng": {**capture_rng(), "epoch_gen": trainer.epoch_gen.get_state()}})
 
 
-def load(trainer, path, kind, what="made"):
+def load(trainer, path, kind):
     """Load a checkpoint of ``kind`` made with this run's settings (else a ``TrainerError`` that
     names the first differing setting)."""
     ckpt = load_run_checkpoint(path, kind)
-    mine = run_fingerprint(trainer.args, trainer.cfg, trainer.data, base_init=kind == BASE_INIT_KIND)
-    diff = fingerprint_diff(ckpt.get("fingerprint"), mine)
+    base_init = kind == BASE_INIT_KIND
+    diff = fingerprint_diff(ckpt.get("fingerprint"), run_fingerprint(trainer.args, trainer.cfg, trainer.data,
+                                                                     base_init))
     if diff is not None:
-        raise TrainerError(f"{path}: {what} with different settings ({diff}); use another --save_dir or "
-                           "the same settings")
+        what, hint = ("base initialisation made", "use that run's settings") if base_init else \
+            ("made", "use another --save_dir or the same settings")
+        raise TrainerError(f"{path}: {what} with different settings ({diff}); {hint}")
     return ckpt
 
 

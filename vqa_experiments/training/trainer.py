@@ -110,7 +110,7 @@ class Trainer:
     def load_base_init(self, src_dir):
         """Start streaming from the base initialisation another run saved with the same settings."""
         path = os.path.join(src_dir, checkpoints.BASE_INIT_NAME)
-        ckpt = checkpoints.load(self, path, checkpoints.BASE_INIT_KIND, what="base initialisation made")
+        ckpt = checkpoints.load(self, path, checkpoints.BASE_INIT_KIND)
         self.state = TrainerState(**checkpoints.restore(self, ckpt))
         for r in self.evaluations:
             r["mode"] = self.mode
