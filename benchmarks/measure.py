@@ -35,7 +35,7 @@ def time_median(fn, reps, sync, warmup=2):
 
 
 class StageTimer:
-    """model._timer: one wall-clock record per stage per call, synchronising CUDA around it."""
+    """model.timer: one wall-clock record per stage per call, synchronising CUDA around it."""
 
     def __init__(self, device):
         self.times = collections.defaultdict(list)

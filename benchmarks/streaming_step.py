@@ -173,7 +173,7 @@ def stream_every_size(args, device, f, pq, buffers, per_size):
     for entry in per_size:
         size = entry["size"]
         model = REMINDModel(None, f, pq, buffers[size], NUM_CLASSES, config, device=device, seed=args.seed)
-        model._timer = timer
+        model.timer = timer
         t0 = time.perf_counter()
         entry["streaming"] = bench_streaming(model, timer, size, args, device)
         print(f"streamed {args.warmup + args.steps} steps at {size:,} in {time.perf_counter() - t0:.1f} s",

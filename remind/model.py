@@ -9,7 +9,6 @@ import dataclasses
 
 import numpy as np
 import torch
-import torch.nn.functional as nnf
 
 from remind.latent_augment import augment_replay_batch
 from remind.schedule import per_class_lr
@@ -68,7 +67,7 @@ class REMINDModel:
     # Step count, stage timer (benchmarks) and small-stage threads live on the shared step.
     buffer = property(lambda self: self.step.buffer, lambda self, v: setattr(self.step, "buffer", v))
     steps = property(lambda self: self.step.steps, lambda self, v: setattr(self.step, "steps", v))
-    _timer = property(lambda self: self.step.timer, lambda self, v: setattr(self.step, "timer", v))
+    timer = property(lambda self: self.step.timer, lambda self, v: setattr(self.step, "timer", v))
     small_stage_threads = property(lambda self: self.step.small_stage_threads,
                                    lambda self, v: setattr(self.step, "small_stage_threads", v))
 
