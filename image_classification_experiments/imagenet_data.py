@@ -28,9 +28,37 @@ class CorruptImageError(DataError):
     """An image file that PIL cannot decode."""
 
 
-def resize_size(image_size):
-    """The short-side resize before the center crop: 256 for 224, same ratio otherwise."""
-    return int(round(image_size * 256 / 224))
+# Evaluation/extraction: Resize(short side = image_size x ratio) + CenterCrop(image_size). The
+# reference's 256/224 suits large photos (ImageNet at 224 px); for images already stored at
+# --image_size it only throws away the border, and 1.0 keeps the whole image.
+DEFAULT_EVAL_RESIZE_RATIO = 256 / 224
+
+
+def parse_ratio(text):
+    """A positive number, written as a decimal (1.0) or a fraction (256/224)."""
+    import argparse
+
+    try:
+        num, _, den = str(text).partition("/")
+        value = float(num) / float(den) if den else float(num)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a number or a fraction such as 256/224, got {text!r}") from None
+    if not value >= 1.0:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (the crop is taken from the resized image), got {text!r}")
+    return value
+
+
+def add_eval_resize_argument(parser):
+    """``--eval_resize_ratio``: the one spelling every script that builds ``val_transform`` uses."""
+    parser.add_argument("--eval_resize_ratio", type=parse_ratio, default=DEFAULT_EVAL_RESIZE_RATIO,
+                        metavar="R", help="evaluation/extraction transform: resize the short side to "
+                        "image_size x R, then center-crop image_size (default 256/224, the reference at "
+                        "224 px; 1.0 for images already at --image_size: no border is cut)")
+
+
+def resize_size(image_size, ratio=DEFAULT_EVAL_RESIZE_RATIO):
+    """The short-side resize before the center crop: 256 for 224 at the default ratio."""
+    return int(round(image_size * ratio))
 
 
 def train_transform(image_size=224):
@@ -42,9 +70,10 @@ def train_transform(image_size=224):
     ])
 
 
-def val_transform(image_size=224):
+def val_transform(image_size=224, resize_ratio=DEFAULT_EVAL_RESIZE_RATIO):
+    """Resize(image_size x resize_ratio) + CenterCrop(image_size) + normalisation (no randomness)."""
     return transforms.Compose([
-        transforms.Resize(resize_size(image_size)),
+        transforms.Resize(resize_size(image_size, resize_ratio)),
         transforms.CenterCrop(image_size),
         transforms.ToTensor(),
         transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),

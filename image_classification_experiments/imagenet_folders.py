@@ -190,6 +190,36 @@ def ordered_labels(samples, order):
     return np.fromiter((position[wnid] for _, wnid in samples), dtype=np.int64, count=len(samples))
 
 
+def class_order_from_labels(samples, labels, where="label file"):
+    """The class order a label file encodes: ``order[k]`` is the wnid of the samples labelled k.
+
+    This is what a base-init checkpoint records (its fc row k is ``order[k]``), read back from the
+    label files and the folder scan, so no script needs the order text file itself."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) != len(samples):
+        raise DataError(f"{where}: {len(labels)} labels for {len(samples)} images")
+    if not len(labels):
+        return []
+    first = np.unique(labels, return_index=True)[1]
+    order = [None] * (int(labels.max()) + 1)
+    for i in first:
+        order[int(labels[i])] = samples[i][1]
+    gaps = [k for k, wnid in enumerate(order) if wnid is None]
+    if gaps:
+        raise DataError(f"{where}: no images carry label {gaps[0]}; re-run make_numpy_imagenet_label_files.py")
+    return order
+
+
+def check_same_class_order(order, other, where):
+    """Two splits' label files must give each class the same label (they are made together)."""
+    clash = [k for k in range(min(len(order), len(other))) if order[k] != other[k]]
+    if clash:
+        k = clash[0]
+        raise DataError(f"{where}: label {k} is {other[k]} there but {order[k]} in the train labels; "
+                        "the label files come from different class orders, re-run "
+                        "make_numpy_imagenet_label_files.py")
+
+
 # --------------------------------------------------------------------------------- label files
 def label_file_path(labels_dir, split):
     return os.path.join(labels_dir, LABEL_FILE.format(split=split))

@@ -83,7 +83,7 @@ def command_line(argv=None):
 # ------------------------------------------------------------------------- command lines
 def add_run_arguments(parser, *, seed=True, checkpoints=False, checkpoint_interval=0,
                       checkpoint_interval_min=15.0):
-    """The flags every script means the same by: --device, --seed, --num_threads, --progress and,
+    """The flags every script means the same by: --device, --seed, --num_threads, --progress, --tf32 and,
     for long runs, --checkpoint_interval (steps), --checkpoint_interval_min and --stop_after_steps.
     (Old spellings stay as aliases: --threads, --no_progress, --stop_after_samples.)"""
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
@@ -94,6 +94,9 @@ def add_run_arguments(parser, *, seed=True, checkpoints=False, checkpoint_interv
     parser.add_argument("--progress", choices=["auto", "on", "off"], default="auto", help="progress bars")
     parser.add_argument("--no_progress", dest="progress", action="store_const", const="off",
                         help="same as --progress off")
+    parser.add_argument("--tf32", action="store_true",
+                        help="allow TF32 matmuls and convolutions on CUDA (faster on Ampere and later, "
+                             "not bit-for-bit fp32; default off: the paper's numbers are fp32)")
     if checkpoints:
         parser.add_argument("--checkpoint_interval", type=int, default=checkpoint_interval,
                             help="also checkpoint every N optimizer steps (0: off)")
@@ -129,6 +132,17 @@ def resolve_device(name=None):
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise InputError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible")
     return device
+
+
+def configure_tf32(enabled):
+    """TF32 for CUDA matmuls and cuDNN convolutions on (``--tf32``) or off (the default).
+
+    PyTorch leaves cuDNN's TF32 on by default, so without this call convolutions on Ampere and
+    later GPUs run with a 10-bit mantissa; the paper's numbers are fp32. No effect on the CPU."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    torch.backends.cudnn.allow_tf32 = bool(enabled)
 
 
 def set_cpu_threads(num_threads):
