@@ -1,10 +1,17 @@
 """The base-init cache of the streaming script: G's features of the base-init images, the product
 quantizer fitted on them and their codes (``pq.npz`` and ``base_init_codes.h5`` in
 ``--base_init_dir``), made when absent with the functions of extract_features.py and fit_pq.py
-(the same files those scripts write with their default settings)."""
+(the same files those scripts write with their default settings).
+
+The streaming flags read here: --images_dir --label_dir --classifier_ckpt --extract_features_from
+--min_class --base_init_classes --image_size --batch_size --num_workers --device --num_classes
+--allow_fc_resize --max_per_class --skip_corrupt_images --num_codebooks --codebook_size --seed and,
+when the streaming script has them, --ckpt_label_space (default None: from the checkpoint) and
+--eval_resize_ratio (default 256/224)."""
 import os
 
 from image_classification_experiments.extract_features import FeatureSettings, extract_base_init_features
+from image_classification_experiments.imagenet_data import DEFAULT_EVAL_RESIZE_RATIO
 from image_classification_experiments.fit_pq import fit_and_encode
 
 
@@ -22,7 +29,9 @@ def ensure_base_init_cache(args, log):
         extract_features_from=args.extract_features_from, min_class=args.min_class,
         base_init_classes=args.base_init_classes, image_size=args.image_size,
         batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
-        num_classes=None if args.allow_fc_resize else args.num_classes,
+        num_classes=args.num_classes, allow_fc_resize=args.allow_fc_resize,
+        ckpt_label_space=getattr(args, "ckpt_label_space", None),
+        eval_resize_ratio=getattr(args, "eval_resize_ratio", DEFAULT_EVAL_RESIZE_RATIO),
         max_per_class=args.max_per_class or None, skip_corrupt_images=args.skip_corrupt_images),
         log=log)
     fit_and_encode(features_file, pq_file, codes_file, num_codebooks=args.num_codebooks,

@@ -3,17 +3,28 @@
 G is the ResNet-18 from conv1 up to and including ``--extract_features_from`` (default
 ``layer4.0``: 512 x 7 x 7 maps at 224 px), built by ``remind.networks`` (so it is the very G the
 streaming model uses), in eval mode under ``torch.no_grad``; images get the val transform
-(resize + center crop), as in the reference's base initialization. The work is done by the
-core's ``remind.feature_store``; this script supplies the network, the images and the checks.
+(resize to ``--eval_resize_ratio`` x the size + center crop), as in the reference's base
+initialization. The work is done by the core's ``remind.feature_store``; this script supplies
+the network, the images and the checks.
+
+The base network is loaded as the streaming model loads it (``remind.networks.load_base_network``):
+its fc rows are mapped to the run's class order (the wnid of each label, read from the label
+files and the folder scan). Our checkpoints record their rows; the reference's (keys under
+``model.``, an ``arch`` entry) have alphabetical rows; any other must say which with
+``--ckpt_label_space``. An fc with more outputs than ``--num_classes`` keeps the rows of the first
+``--num_classes`` classes of the class order (the base init trains rows in class order);
+``--allow_fc_resize`` starts a random fc instead. G itself never depends on the fc.
 
 Output (``--features_file``, default ``<save_dir>/base_init_features.h5``), a feature store in the
 NCHW layout (the format of this cache since its first version):
   features  float32 [N, C, H, W]   G's output
   labels    int64   [N]            ordered (class-order) label
   indices   int64   [N]            ImageFolder sample index in the split (the replay item id)
-  attrs: extract_features_from, image_size, classifier_ckpt, classifier_ckpt_sha256, split,
-         min_class, max_class, num_classes, skipped_unreadable, layout, fingerprint (JSON of
-         every input), build_id (new on every write, so fit_pq.py sees a rebuilt file), ...
+  attrs: extract_features_from, image_size, eval_resize_ratio, resize, classifier_ckpt,
+         classifier_ckpt_sha256, split, min_class, max_class, num_classes (of the loaded fc),
+         skipped_unreadable, layout, fingerprint (JSON of every input; the resize ratio only
+         when not the default, so files made before the flag existed stay up to date), build_id
+         (new on every write, so fit_pq.py sees a rebuilt file), ...
 Rows are in ImageFolder order. The file is written under a temporary name and renamed when
 complete. An existing file made from the same inputs (same fingerprint) is kept unless
 ``--overwrite``; one made from other inputs, or one that skipped unreadable images, is rebuilt.
@@ -32,9 +43,8 @@ from image_classification_experiments import imagenet_data as data
 from image_classification_experiments import imagenet_folders as folders
 from image_classification_experiments.imagenet_folders import DataError
 from remind.feature_store import UnreadableImages, write_feature_store
-from remind.networks import block_after, build_resnet18, freeze, load_resnet_weights, \
-    read_state_dict, split_resnet
-from remind.runtime import add_run_arguments, resolve_device, run_cli, set_cpu_threads
+from remind.networks import LABEL_SPACES, block_after, freeze, load_base_network, split_resnet
+from remind.runtime import add_run_arguments, configure_tf32, resolve_device, run_cli, set_cpu_threads
 
 FORMAT = "remind-features-v1"
 LAYOUT = "NCHW"
@@ -54,6 +64,9 @@ class FeatureSettings:
     split: str = "train"
     val_labels_csv: str = None
     num_classes: int = None
+    ckpt_label_space: str = None
+    allow_fc_resize: bool = False
+    eval_resize_ratio: float = data.DEFAULT_EVAL_RESIZE_RATIO
     num_channels: int = None
     spatial_feat_dim: int = None
     batch_size: int = 128
@@ -83,12 +96,19 @@ def parse_args(argv=None):
     p.add_argument("--val_labels_csv", default=None,
                    help="LOC_val_solution.csv when val/ is the flat Kaggle layout")
     p.add_argument("--num_classes", type=int, default=None,
-                   help="check the checkpoint's fc size (default: take it from the checkpoint)")
+                   help="classes of the fc (default: those of the class order); a wider checkpoint fc "
+                        "keeps the rows of the first --num_classes classes")
+    p.add_argument("--ckpt_label_space", choices=LABEL_SPACES, default=None,
+                   help="fc row order of a checkpoint that does not record it: class_order (this "
+                        "project's base init) or alphabetical (sorted class folders, the reference's)")
+    p.add_argument("--allow_fc_resize", action="store_true",
+                   help="an fc without rows for the classes: start it from a random init")
     p.add_argument("--num_channels", type=int, default=None, help="check G's output channels")
     p.add_argument("--spatial_feat_dim", type=int, default=None, help="check G's output H (= W)")
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("-j", "--workers", "--num_workers", dest="num_workers", type=int, default=8)
     p.add_argument("--image_size", type=int, default=224)
+    data.add_eval_resize_argument(p)
     p.add_argument("--channels_last", action="store_true", help="channels_last memory format")
     p.add_argument("--max_per_class", type=int, default=None,
                    help="only the first N images of each class (as in a capped base-init run)")
@@ -106,22 +126,19 @@ def parse_args(argv=None):
     return args
 
 
-def load_G(checkpoint_path, extract_features_from, num_classes=None):
-    """(frozen G ending with ``extract_features_from``, the checkpoint's fc size).
+def load_G(s, extract_features_from, samples, labels, label_file, log=print):
+    """(frozen G ending with ``extract_features_from``, the size of the loaded fc).
 
-    The fc size is read from the checkpoint (G has no fc, but the weights must load strictly).
-    """
-    state = read_state_dict(checkpoint_path)
-    if "fc.weight" not in state:
-        raise DataError(f"{checkpoint_path}: not a ResNet-18 checkpoint (no fc.weight)")
-    ckpt_classes = int(state["fc.weight"].shape[0])
-    if num_classes is not None and num_classes != ckpt_classes:
-        raise DataError(f"{checkpoint_path}: the checkpoint has a {ckpt_classes}-way fc, "
-                        f"--num_classes says {num_classes}")
-    model = build_resnet18(ckpt_classes)
-    load_resnet_weights(model, state, checkpoint_path)
+    The whole base network is loaded with its fc rows mapped to the class order, so a checkpoint
+    the streaming model would refuse is refused here too, before any image is read."""
+    class_order = folders.class_order_from_labels(samples, labels, label_file)
+    # Rows for classes past the class order have no images to be features of; G needs none of them.
+    num_classes = min(s.num_classes, len(class_order)) if s.num_classes else None
+    model = load_base_network(s.classifier_ckpt, class_order, folders.sample_classes(samples),
+                              num_classes=num_classes, label_space=s.ckpt_label_space,
+                              allow_fc_resize=s.allow_fc_resize, log=log)
     G, _ = split_resnet(model, block_after(extract_features_from))
-    return freeze(G), ckpt_classes
+    return freeze(G), int(model.fc.out_features)
 
 
 def fingerprint(s, split_block, label_file, samples, dataset):
@@ -130,6 +147,8 @@ def fingerprint(s, split_block, label_file, samples, dataset):
         "format": FORMAT,
         "classifier_ckpt_sha256": folders.file_sha256(s.classifier_ckpt),
         "extract_features_from": split_block, "image_size": s.image_size,
+        **({} if s.eval_resize_ratio == data.DEFAULT_EVAL_RESIZE_RATIO  # older files stay up to date
+           else {"eval_resize_ratio": s.eval_resize_ratio}),
         "split": s.split, "min_class": s.min_class, "max_class": s.base_init_classes,
         "max_per_class": s.max_per_class,
         "label_file_sha256": folders.file_sha256(label_file),
@@ -188,7 +207,7 @@ def extract_base_init_features(s, log=print):
     device = resolve_device(s.device)
     samples, labels, label_file = data.load_split(s.images_dir, s.split, s.label_dir, s.val_labels_csv)
     dataset = data.ClassRangeDataset(samples, labels, s.min_class, s.base_init_classes,
-                                     data.val_transform(s.image_size), s.max_per_class,
+                                     data.val_transform(s.image_size, s.eval_resize_ratio), s.max_per_class,
                                      mark_unreadable=True)
     if len(dataset) == 0:
         raise DataError(f"no {s.split} images with labels in [{s.min_class}, {s.base_init_classes})")
@@ -201,13 +220,14 @@ def extract_base_init_features(s, log=print):
             return out
         log(f"{out}: {why}; rebuilding it")
 
-    G, num_classes = load_G(s.classifier_ckpt, split_block, s.num_classes)
+    G, num_classes = load_G(s, split_block, samples, labels, label_file, log)
     loader = data.make_loader(dataset, s.batch_size, s.num_workers, pin_memory=device.type == "cuda")
     tally = UnreadableImages(s.skip_corrupt_images, SKIP_FLAG)
     attrs = {
         "format": FORMAT, "fingerprint": fp, "build_id": uuid.uuid4().hex,
         "extract_features_from": split_block,
-        "image_size": s.image_size, "resize": data.resize_size(s.image_size),
+        "image_size": s.image_size, "resize": data.resize_size(s.image_size, s.eval_resize_ratio),
+        "eval_resize_ratio": s.eval_resize_ratio,
         "classifier_ckpt": s.classifier_ckpt,
         "classifier_ckpt_sha256": json.loads(fp)["classifier_ckpt_sha256"],
         "num_classes": num_classes, "split": s.split, "min_class": s.min_class,
@@ -228,6 +248,7 @@ def extract_base_init_features(s, log=print):
 def main(argv=None):
     args = parse_args(argv)
     set_cpu_threads(args.num_threads)
+    configure_tf32(args.tf32)
     extract_base_init_features(FeatureSettings(
         **{f.name: getattr(args, f.name) for f in dataclasses.fields(FeatureSettings)}))
 

@@ -1,22 +1,28 @@
 """Base initialization: train a ResNet-18 from scratch on the classes [0, base_max_class).
 
 Paper defaults: 100 classes, 1000-way fc, 40 epochs, SGD lr 0.1 momentum 0.9 weight decay 1e-4,
-batch 256, lr x0.1 every 15 epochs, RandomResizedCrop + flip; val Resize(256/224 of the size) +
-CenterCrop. Labels are the class-order labels of imagenet_{train,val}_labels.npy.
+batch 256, lr x0.1 every 15 epochs, RandomResizedCrop + flip; val Resize(256/224 of the size,
+``--eval_resize_ratio``) + CenterCrop. Labels are the class-order labels of
+imagenet_{train,val}_labels.npy, so fc row k is the class of label k.
 
 One process (CPU or one GPU):   python train_base_init_network_from_scratch.py --data DIR ...
 Several GPUs / nodes (DDP):      torchrun --nproc_per_node N train_base_init_network_from_scratch.py ...
 (nccl on CUDA, gloo on CPU; ``--batch_size`` is the global batch, split over the processes;
-only rank 0 writes files.)
+only rank 0 writes files.) The reference's pytorch-examples flags keep their meaning: ``--gpu N``
+trains on cuda:N; ``--world-size W --rank R --dist-url tcp://HOST:PORT`` joins W processes
+started by hand; ``--multiprocessing-distributed`` (one process per GPU) is torchrun's job: with
+one GPU or none it trains in this process, with more it says the torchrun line to run instead.
 
 Outputs in ``--save_dir``:
-- ``best_<ckpt_file>``: plain torchvision state_dict of the best epoch by val top-1
-  (``resnet18(num_classes=...).load_state_dict(torch.load(p, weights_only=True))``);
+- ``best_<ckpt_file>``: the best epoch by val top-1, {state_dict (torchvision names:
+  ``resnet18(num_classes=...).load_state_dict(ckpt["state_dict"])``), class_order (the wnid of
+  each label: fc row k is class_order[k]), label_space "class_order", arch, epoch, best_acc1};
 - ``<ckpt_file>``: last epoch, for ``--resume`` (a run checkpoint of kind
   ``remind-base-init-last``, ``remind.runtime``; the one before it stays as ``<name>.1.pth``):
-  {state_dict, optimizer, scheduler, scaler, epoch (epochs done), best_acc1, best_epoch, history,
-  rng, args} with the fingerprint of the settings in ``RUN_DEFINING`` (a resume with other
-  values of those is refused; --epochs may grow);
+  {state_dict, class_order, label_space, optimizer, scheduler, scaler, epoch (epochs done),
+  best_acc1, best_epoch, history, rng, args} with the fingerprint of the settings in
+  ``RUN_DEFINING`` (a resume with other values of those, or with another class order, is
+  refused; --epochs may grow);
 - ``config.json`` (arguments) and ``results.json`` (per-epoch loss / accuracy / lr / speed).
 Every file is written to a temporary name and renamed, so a crash never leaves half a checkpoint.
 With ``--seed`` a CPU run is deterministic, and a resumed run equals an uninterrupted one: each
@@ -28,6 +34,7 @@ import math
 import os
 import sys
 import time
+import warnings
 
 import remind  # noqa: F401  (makes torchvision importable beside a CPU-only torch)
 import numpy as np
@@ -41,25 +48,45 @@ from tqdm import tqdm
 
 from remind.checkpoint import CheckpointError, save_checkpoint
 from remind.errors import InputError
-from remind.networks import build_resnet18
+from remind.networks import LABEL_SPACES, build_resnet18, load_base_network
 from remind.runtime import (add_run_arguments, capture_rng, default_device, fingerprint, fingerprint_diff,
                             load_run_checkpoint, progress_disabled, resolve_device, restore_rng, run_cli,
-                            save_run_checkpoint, seed_everything, set_cpu_threads)
+                            save_run_checkpoint, seed_everything, set_cpu_threads, configure_tf32)
 
 from image_classification_experiments import imagenet_data as data
+from image_classification_experiments import imagenet_folders as folders
 from remind.runtime import write_json
 from image_classification_experiments.imagenet_folders import DataError
 
 ARCHS = ("ResNet18ClassifyAfterLayer4_1", "resnet18")  # both: torchvision's ResNet-18 layout
 KIND = "remind-base-init-last"  # the last checkpoint's format
 # The settings that define what training computes: a resume with other values is refused.
-# (--epochs may grow on a resume; paths, workers, device, --amp and the world size may change.)
+# (--epochs may grow on a resume; paths, workers, device, --amp, --tf32 and the world size may change.)
 RUN_DEFINING = ("num_classes", "base_max_class", "image_size", "max_per_class", "batch_size", "lr",
-                "momentum", "weight_decay", "lr_step_size", "lr_gamma", "seed")
+                "momentum", "weight_decay", "lr_step_size", "lr_gamma", "seed", "eval_resize_ratio")
+# Run-defining settings added after the first version, with the value older checkpoints were made with.
+LATER_DEFINING = {"eval_resize_ratio": data.DEFAULT_EVAL_RESIZE_RATIO}
+# --dist-url's default: a by-hand launch on one machine (the reference's was a placeholder address);
+# under torchrun this default gives way to torchrun's own rendezvous (env://).
+DEFAULT_DIST_URL = "tcp://127.0.0.1:23456"
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_reference_arguments(p)
+    add_project_arguments(p)
+    args = p.parse_args(argv)
+    if args.gpu is not None:  # the reference's single-GPU choice
+        if args.device not in (None, f"cuda:{args.gpu}"):
+            raise DataError(f"--gpu {args.gpu} and --device {args.device} disagree; give one of them")
+        args.device = f"cuda:{args.gpu}"
+    if args.device is None:
+        args.device = default_device()
+    return args
+
+
+def add_reference_arguments(p):
+    """The reference's flags (pytorch/examples' ImageNet trainer plus its own), with their meaning."""
     p.add_argument("--data", "--images_dir", dest="data", metavar="DIR", required=True,
                    help="dataset root holding train/ and val/")
     p.add_argument("-a", "--arch", default="ResNet18ClassifyAfterLayer4_1", choices=ARCHS)
@@ -68,40 +95,57 @@ def parse_args(argv=None):
     p.add_argument("--save_dir", default="resnet_imagenet_ckpts")
     p.add_argument("--base_max_class", type=int, default=100, help="train on classes [0, this)")
     p.add_argument("--labels_dir", "--label_dir", dest="labels_dir", default="./imagenet_files",
-                   help="folder of imagenet_{train,val}_labels.npy")
-    p.add_argument("--val_labels_csv", default=None,
-                   help="LOC_val_solution.csv when val/ is the flat Kaggle layout")
-    p.add_argument("--num_classes", type=int, default=1000, help="size of the output layer")
+                   help="folder of imagenet_{train,val}_labels.npy (or its imagenet_indices/)")
     p.add_argument("-j", "--workers", "--num_workers", dest="num_workers", type=int, default=8,
                    help="data loading processes per training process")
     p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--start-epoch", "--start_epoch", dest="start_epoch", type=int, default=0,
+                   help="start at this epoch (its lr and data order) when not resuming; --resume "
+                        "continues from the checkpoint's epoch instead")
     p.add_argument("-b", "--batch_size", type=int, default=256,
                    help="global batch size (divided over the DDP processes)")
     p.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=0.1)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=1e-4)
-    p.add_argument("--lr_step_size", type=int, default=15, help="epochs between lr decays")
-    p.add_argument("--lr_gamma", type=float, default=0.1, help="lr decay factor")
+    p.add_argument("-p", "--print-freq", "--print_freq", dest="print_freq", type=int, default=None,
+                   help="also print the running loss every N batches (default: a progress bar and one "
+                        "line per epoch)")
     p.add_argument("--resume", default="", metavar="PATH",
                    help="last checkpoint (or the save dir holding it) to continue from")
     p.add_argument("-e", "--evaluate", action="store_true",
                    help="only evaluate the checkpoint given by --resume on the base val classes")
+    p.add_argument("--world-size", "--world_size", dest="world_size", type=int, default=-1,
+                   help="processes started by hand (each with its --rank); torchrun sets it itself")
+    p.add_argument("--rank", type=int, default=-1, help="this process's rank when started by hand")
+    p.add_argument("--dist-url", "--dist_url", dest="dist_url", default=DEFAULT_DIST_URL,
+                   help="process-group init method for processes started by hand (under torchrun: "
+                        "torchrun's env:// unless another URL is given)")
+    p.add_argument("--dist-backend", "--dist_backend", dest="dist_backend", default="nccl",
+                   help="torch.distributed backend (nccl needs CUDA: gloo is used on the CPU)")
+    p.add_argument("--gpu", type=int, default=None, help="train on this GPU (same as --device cuda:N)")
+    p.add_argument("--multiprocessing-distributed", "--multiprocessing_distributed",
+                   dest="multiprocessing_distributed", action="store_true",
+                   help="one process per GPU: run under torchrun --nproc_per_node N (with one GPU or "
+                        "none, this process trains alone)")
+    add_run_arguments(p)  # --device, --seed, --num_threads, --progress, --tf32
+
+
+def add_project_arguments(p):
+    p.add_argument("--val_labels_csv", default=None,
+                   help="LOC_val_solution.csv when val/ is the flat Kaggle layout")
+    p.add_argument("--num_classes", type=int, default=1000, help="size of the output layer")
+    p.add_argument("--lr_step_size", type=int, default=15, help="epochs between lr decays")
+    p.add_argument("--lr_gamma", type=float, default=0.1, help="lr decay factor")
     p.add_argument("--image_size", type=int, default=224)
+    data.add_eval_resize_argument(p)
     p.add_argument("--max_per_class", type=int, default=None,
                    help="use only the first N training images of each class (small demos)")
+    p.add_argument("--ckpt_label_space", choices=LABEL_SPACES, default=None,
+                   help="with --evaluate: the fc row order of a checkpoint that does not record it")
     p.add_argument("--amp", action="store_true", help="float16 autocast + grad scaling (CUDA only)")
     p.add_argument("--channels_last", action="store_true", help="channels_last memory format")
     p.add_argument("--skip_corrupt_images", action="store_true",
                    help="skip (and count) unreadable image files instead of stopping")
-    p.add_argument("--dist-backend", "--dist_backend", dest="dist_backend", default=None,
-                   help="torch.distributed backend (default: nccl on CUDA, gloo on CPU)")
-    p.add_argument("--dist-url", "--dist_url", dest="dist_url", default="env://",
-                   help="process-group init method (torchrun sets the env:// variables)")
-    add_run_arguments(p)  # --device, --seed, --num_threads, --progress
-    args = p.parse_args(argv)
-    if args.device is None:
-        args.device = default_device()
-    return args
 
 
 def check_args(args):
@@ -113,6 +157,10 @@ def check_args(args):
             raise DataError(f"--{name} must be at least 1")
     if args.max_per_class is not None and args.max_per_class < 1:
         raise DataError("--max_per_class must be at least 1")
+    if args.print_freq is not None and args.print_freq < 1:
+        raise DataError("--print-freq must be at least 1")
+    if args.start_epoch < 0:
+        raise DataError("--start-epoch must be at least 0")
     if args.evaluate and not args.resume:
         raise DataError("--evaluate needs the checkpoint to evaluate in --resume")
     data.check_image_size(args.image_size)
@@ -120,19 +168,49 @@ def check_args(args):
 
 # ------------------------------------------------------------------------------- distributed
 class Dist:
-    """World layout from torchrun's environment; a plain run is a world of one."""
+    """World layout: torchrun's environment, or the reference's --world-size/--rank/--dist-url for
+    processes started by hand; a plain run is a world of one. ``notes``: flags that could not apply
+    as given, one line each, for rank 0 to print."""
 
-    def __init__(self):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    def __init__(self, world=1, rank=0, local_rank=0, url="env://", notes=()):
+        self.world, self.rank, self.local_rank, self.url = world, rank, local_rank, url
         self.enabled = self.world > 1
         self.main = self.rank == 0
+        self.notes = list(notes)
 
-    def init(self, device, backend, url):
+    @classmethod
+    def from_args(cls, args, device, environ=None, gpu_count=None):
+        environ = os.environ if environ is None else environ
+        gpus = (torch.cuda.device_count() if gpu_count is None else gpu_count) if device.type == "cuda" else 0
+        if "WORLD_SIZE" in environ:  # torchrun (or another launcher that sets its variables)
+            world = int(environ["WORLD_SIZE"])
+            notes = [f"--{flag} {value} ignored: {why}" for flag, value, why in (
+                ("world-size", args.world_size, f"torchrun started {world} processes"),
+                ("rank", args.rank, "torchrun gives each process its rank"),
+                ("gpu", args.gpu, "each process takes the GPU of its LOCAL_RANK"))
+                if value not in (None, -1) and not (flag == "world-size" and value == world)]
+            url = "env://" if args.dist_url == DEFAULT_DIST_URL else args.dist_url
+            return cls(world, int(environ.get("RANK", "0")), int(environ.get("LOCAL_RANK", "0")), url, notes)
+        notes = []
+        if args.multiprocessing_distributed:
+            if args.world_size > 1 or gpus > 1:
+                raise InputError(multiprocessing_line(args, gpus))
+            notes.append(f"--multiprocessing-distributed: {gpus} GPU(s) visible, so this one process trains "
+                         "(as torchrun --nproc_per_node 1 would)")
+        if args.world_size > 1:
+            if not 0 <= args.rank < args.world_size:
+                raise InputError(f"--world-size {args.world_size} needs --rank in 0..{args.world_size - 1} "
+                                 "(start one process per rank), or run under torchrun")
+            local = args.gpu if args.gpu is not None else args.rank % max(gpus, 1)
+            return cls(args.world_size, args.rank, local, args.dist_url, notes)
+        return cls(notes=notes)
+
+    def init(self, device, backend):
         if self.enabled:
-            backend = backend or ("nccl" if device.type == "cuda" else "gloo")
-            dist.init_process_group(backend=backend, init_method=url,
+            if device.type != "cuda" and backend == "nccl":
+                self.notes.append("--dist-backend nccl needs CUDA; using gloo on the CPU")
+                backend = "gloo"
+            dist.init_process_group(backend=backend, init_method=self.url,
                                     world_size=self.world, rank=self.rank)
 
     def sum(self, values, device):
@@ -153,6 +231,17 @@ class Dist:
     def close(self):
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def multiprocessing_line(args, gpus):
+    """What to run instead of --multiprocessing-distributed (this script never spawns processes)."""
+    nodes = max(args.world_size, 1)
+    multi = (f" --nnodes {nodes} --node_rank {max(args.rank, 0)} --master_addr HOST --master_port PORT"
+             if nodes > 1 else "")
+    return (f"--multiprocessing-distributed: one process per GPU is torchrun's job here; run "
+            f"torchrun --nproc_per_node {max(gpus, 1)}{multi} train_base_init_network_from_scratch.py "
+            "<the same flags without --multiprocessing-distributed, --world-size, --rank, --dist-url>"
+            f" (or train_base_init_network.sh with NPROC={max(gpus, 1)})")
 
 
 class ShardSampler(Sampler):
@@ -216,6 +305,10 @@ def train_one_epoch(model, loader, criterion, optimizer, scaler, args, device, w
         bar.update(n * world.world)
         if not bar.disable and step % 10 == 0:
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", refresh=False)
+        if args.print_freq and step % args.print_freq == 0 and world.main:  # the reference's -p
+            tqdm.write(f"epoch {epoch + 1} [{step}/{len(loader)}]  loss {loss.item():.4f}  "
+                       f"running loss {loss_sum.item() / seen:.4f}  running train top-1 "
+                       f"{100.0 * correct.item() / seen:.2f}%")
     bar.close()
     total_loss, total_correct, total_seen = world.sum([loss_sum.item(), correct.item(), seen], device)
     if not math.isfinite(total_loss):
@@ -259,16 +352,33 @@ def find_resume_file(args):
     return path
 
 
+@dataclasses.dataclass
+class DataParts:
+    """The loaders and what the label files say: ``class_order[k]`` is the wnid of label k
+    (what the checkpoints record as their fc rows); ``class_folders`` is ImageFolder's sorted list."""
+
+    train_loader: object
+    val_loader: object
+    generator: torch.Generator
+    info: dict
+    class_order: list
+    class_folders: list
+
+
 def build_data(args, world, device):
     train_samples, train_labels, train_label_file = data.load_split(
         args.data, "train", args.labels_dir)
     val_samples, val_labels, val_label_file = data.load_split(
         args.data, "val", args.labels_dir, args.val_labels_csv)
+    class_order = folders.class_order_from_labels(train_samples, train_labels, train_label_file)
+    folders.check_same_class_order(
+        class_order, folders.class_order_from_labels(val_samples, val_labels, val_label_file), val_label_file)
     train_ds = data.ClassRangeDataset(train_samples, train_labels, 0, args.base_max_class,
                                       data.train_transform(args.image_size), args.max_per_class,
                                       mark_unreadable=True)
     val_ds = data.ClassRangeDataset(val_samples, val_labels, 0, args.base_max_class,
-                                    data.val_transform(args.image_size), mark_unreadable=True)
+                                    data.val_transform(args.image_size, args.eval_resize_ratio),
+                                    mark_unreadable=True)
     for name, ds in (("train", train_ds), ("val", val_ds)):
         if len(ds) == 0:
             raise DataError(f"no {name} images with labels in [0, {args.base_max_class})")
@@ -287,7 +397,8 @@ def build_data(args, world, device):
     info = {"train_images": len(train_ds), "val_images": len(val_ds),
             "train_label_file": train_label_file, "val_label_file": val_label_file,
             "batch_size_per_process": per_rank}
-    return train_loader, val_loader, generator, info
+    return DataParts(train_loader, val_loader, generator, info, class_order,
+                     folders.sample_classes(train_samples))
 
 
 def log(world, msg):
@@ -295,14 +406,12 @@ def log(world, msg):
         print(msg, flush=True)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    check_args(args)
-    world = Dist()
+def setup_device(args):
+    """(device, world): the device of this process and the world it belongs to."""
     device = resolve_device(args.device)
-    set_cpu_threads(args.num_threads)
+    world = Dist.from_args(args, device)
     if device.type == "cuda":
-        if world.enabled:  # one GPU per process, chosen by torchrun's LOCAL_RANK
+        if world.enabled:  # one GPU per process, chosen by torchrun's LOCAL_RANK (or --gpu / the rank)
             if world.local_rank >= torch.cuda.device_count():
                 raise DataError(f"process {world.local_rank} of this node has no GPU "
                                 f"({torch.cuda.device_count()} visible); lower --nproc_per_node")
@@ -311,32 +420,47 @@ def main(argv=None):
             device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
+    return device, world
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    check_args(args)
+    device, world = setup_device(args)
+    set_cpu_threads(args.num_threads)
+    configure_tf32(args.tf32)
     if args.amp and device.type != "cuda":
         log(world, "note: --amp needs CUDA; training in float32")
         args.amp = False
     # Every input is checked before the process group exists, so a bad path fails fast everywhere.
-    train_loader, val_loader, generator, info = build_data(args, world, device)
+    parts = build_data(args, world, device)
     resume_path = find_resume_file(args) if args.resume else None
 
-    world.init(device, args.dist_backend, args.dist_url)
+    world.init(device, args.dist_backend)
+    for note in world.notes:
+        log(world, f"note: {note}")
     try:
         if args.evaluate:
-            evaluate_only(args, world, device, val_loader, info, resume_path)
+            evaluate_only(args, world, device, parts, resume_path)
         else:
-            run(args, world, device, train_loader, val_loader, generator, info, resume_path)
+            run(args, world, device, parts, resume_path)
     finally:
         world.close()
     return 0
 
 
-def evaluate_only(args, world, device, val_loader, info, resume_path):
+def evaluate_only(args, world, device, parts, resume_path):
+    """Val top-1/top-5 on the base classes of any base-init checkpoint, its fc rows mapped to the
+    class order (a reference checkpoint's alphabetical rows included)."""
     tally = data.UnreadableTally(args.skip_corrupt_images)
-    model = build_resnet18(args.num_classes, checkpoint=resume_path).to(device)
+    model = load_base_network(resume_path, parts.class_order, parts.class_folders,
+                              num_classes=min(args.num_classes, len(parts.class_order)),
+                              label_space=args.ckpt_label_space, log=lambda msg: log(world, msg)).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    top1, top5 = evaluate(model, val_loader, args, device, world, tally)
+    top1, top5 = evaluate(model, parts.val_loader, args, device, world, tally)
     log(world, f"{resume_path}: val top-1 {top1:.2f}%  top-5 {top5:.2f}%  "
-               f"({info['val_images']} images of classes [0, {args.base_max_class}))")
+               f"({parts.info['val_images']} images of classes [0, {args.base_max_class}))")
 
 
 @dataclasses.dataclass
@@ -348,6 +472,7 @@ class Training:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
+    class_order: list  # fc row k is class_order[k] (recorded in every checkpoint)
     criterion: nn.Module = dataclasses.field(default_factory=nn.CrossEntropyLoss)
     start_epoch: int = 0
     best_acc1: float = -1.0
@@ -355,7 +480,7 @@ class Training:
     history: list = dataclasses.field(default_factory=list)
 
 
-def build_training(args, world, device):
+def build_training(args, world, device, class_order):
     """A freshly initialised network (from --seed) with its optimizer, lr schedule and scaler."""
     seed_everything(args.seed)
     model = build_resnet18(args.num_classes).to(device)
@@ -369,7 +494,17 @@ def build_training(args, world, device):
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.lr_step_size,
                                                 gamma=args.lr_gamma)
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp)
-    return Training(model, net, optimizer, scheduler, scaler)
+    return Training(model, net, optimizer, scheduler, scaler, list(class_order))
+
+
+def start_at_epoch(t, epoch):
+    """--start-epoch: begin at ``epoch`` with that epoch's lr (the schedule stepped as if the
+    earlier epochs had run) and data order (every epoch draws from (seed, epoch, rank))."""
+    with warnings.catch_warnings():  # stepping the schedule before any optimizer step is the point
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(epoch):
+            t.scheduler.step()
+    t.start_epoch = epoch
 
 
 def resume_training(t, args, world, path):
@@ -382,12 +517,19 @@ def resume_training(t, args, world, path):
         ckpt = load_run_checkpoint(path, KIND, map_location="cpu")
     except CheckpointError as err:
         raise CheckpointError(f"{err} (--resume takes this script's last checkpoint, "
-                              "with the optimizer state; best_* checkpoints hold weights only)") from None
-    saved = ckpt.get("fingerprint") or fingerprint(ckpt.get("args", {}), RUN_DEFINING)
+                              "with the optimizer state; best_* checkpoints hold no optimizer state)") from None
+    saved = dict(ckpt.get("fingerprint") or fingerprint(ckpt.get("args", {}), RUN_DEFINING))
+    for key, value in LATER_DEFINING.items():  # what a checkpoint made before the setting existed used
+        if saved.get(key) is None:
+            saved[key] = value
     diff = fingerprint_diff(saved, fingerprint(args, RUN_DEFINING))
     if diff is not None:
         raise InputError(f"{path} was trained with other settings ({diff}); use the original "
                          "settings or another --save_dir")
+    recorded = ckpt.get("class_order")
+    if recorded is not None and list(recorded) != t.class_order:
+        raise InputError(f"{path} was trained in another class order than the label files in "
+                         f"{args.labels_dir} give; use the label files it was trained with or another --save_dir")
     t.model.load_state_dict(ckpt["state_dict"])
     t.optimizer.load_state_dict(ckpt["optimizer"])
     t.scheduler.load_state_dict(ckpt["scheduler"])
@@ -400,24 +542,29 @@ def resume_training(t, args, world, path):
     log(world, f"resumed from {path} after epoch {t.start_epoch}")
 
 
-def run(args, world, device, train_loader, val_loader, generator, info, resume_path):
-    t = build_training(args, world, device)
+def run(args, world, device, parts, resume_path):
+    t = build_training(args, world, device, parts.class_order)
     if resume_path:
         resume_training(t, args, world, resume_path)
+    elif args.start_epoch:
+        start_at_epoch(t, args.start_epoch)
     os.makedirs(args.save_dir, exist_ok=True)
     if world.main:
         write_json(os.path.join(args.save_dir, "config.json"),
-                   {**vars(args), "world_size": world.world, **info})
+                   {**vars(args), "world_size": world.world, **parts.info})
     log(world, f"training ResNet-18 ({args.num_classes}-way fc) on classes [0, {args.base_max_class}): "
-               f"{info['train_images']} train / {info['val_images']} val images, "
+               f"{parts.info['train_images']} train / {parts.info['val_images']} val images, "
                f"{world.world} process(es) on {device.type}, batch {args.batch_size}")
+    if args.num_classes > len(t.class_order):
+        log(world, f"note: the label files name {len(t.class_order)} classes; fc rows "
+                   f"{len(t.class_order)}..{args.num_classes - 1} stand for no class")
     if t.start_epoch >= args.epochs:
         log(world, f"nothing to do: {t.start_epoch} of {args.epochs} epochs already done")
         return
     tally = data.UnreadableTally(args.skip_corrupt_images)
     for epoch in range(t.start_epoch, args.epochs):
-        record = train_epoch(t, args, world, device, train_loader, val_loader, generator, epoch, tally)
-        save_epoch(t, args, world, device, record, info, tally)
+        record = train_epoch(t, args, world, device, parts, epoch, tally)
+        save_epoch(t, args, world, device, record, parts.info, tally)
     log(world, f"best val top-1 {t.best_acc1:.2f}% (epoch {t.best_epoch}) -> {best_path(args)}")
 
 
@@ -425,24 +572,24 @@ def best_path(args):
     return os.path.join(args.save_dir, "best_" + args.ckpt_file)
 
 
-def train_epoch(t, args, world, device, train_loader, val_loader, generator, epoch, tally):
+def train_epoch(t, args, world, device, parts, epoch, tally):
     """One epoch of training and its evaluation; returns the epoch's record (also in t.history)."""
     # Each epoch draws its data order and augmentations from (seed, epoch, rank) alone, so a
     # resumed run draws what an uninterrupted one would.
     seed = epoch_seed(args.seed, epoch, world.rank)
     seed_everything(seed)
-    generator.manual_seed(seed)
+    parts.generator.manual_seed(seed)
     tally.count = 0
-    train_loader.sampler.set_epoch(epoch)
+    parts.train_loader.sampler.set_epoch(epoch)
     lr = t.optimizer.param_groups[0]["lr"]
     t0 = time.time()
-    loss, train_top1, n_train = train_one_epoch(t.net, train_loader, t.criterion, t.optimizer, t.scaler,
+    loss, train_top1, n_train = train_one_epoch(t.net, parts.train_loader, t.criterion, t.optimizer, t.scaler,
                                                 args, device, world, epoch, tally)
     train_s = time.time() - t0
     world.sync_buffers(t.model)
     # The bare module, not the DDP wrapper: each rank's val shard may have its own number of
     # batches, and a wrapper forward could wait on a collective the others never join.
-    top1, top5 = evaluate(t.model, val_loader, args, device, world, tally)
+    top1, top5 = evaluate(t.model, parts.val_loader, args, device, world, tally)
     t.scheduler.step()
     record = {"epoch": epoch + 1, "lr": lr, "train_loss": loss, "train_top1": train_top1,
               "val_top1": top1, "val_top5": top5, "train_seconds": train_s,
@@ -450,6 +597,11 @@ def train_epoch(t, args, world, device, train_loader, val_loader, generator, epo
               "epoch_seconds": time.time() - t0}
     t.history.append(record)
     return record
+
+
+def labelled_weights(t):
+    """The weights with the label space they were trained in: fc row k is class_order[k]."""
+    return {"state_dict": t.model.state_dict(), "class_order": t.class_order, "label_space": "class_order"}
 
 
 def save_epoch(t, args, world, device, record, info, tally):
@@ -461,9 +613,10 @@ def save_epoch(t, args, world, device, record, info, tally):
     last_path = os.path.join(args.save_dir, args.ckpt_file)
     if world.main:
         if is_best:
-            save_checkpoint(best_path(args), t.model.state_dict())
+            save_checkpoint(best_path(args), {"arch": "resnet18", "epoch": record["epoch"],
+                                              "best_acc1": t.best_acc1, **labelled_weights(t)})
         save_run_checkpoint(last_path, KIND, fingerprint(args, RUN_DEFINING), {
-            "arch": "resnet18", "epoch": record["epoch"], "state_dict": t.model.state_dict(),
+            "arch": "resnet18", "epoch": record["epoch"], **labelled_weights(t),
             "optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict(),
             "scaler": t.scaler.state_dict() if args.amp else None, "best_acc1": t.best_acc1,
             "best_epoch": t.best_epoch, "history": t.history, "rng": capture_rng(), "args": vars(args)})

@@ -197,6 +197,10 @@ def fc_row_classes(path, fc_rows, recorded_rows, label_space, class_order, class
         raise NetworkError(f"unknown label space {label_space!r}; expected one of {', '.join(LABEL_SPACES)}")
     rows = recorded_rows if recorded_rows is not None else (
         list(class_order) if label_space == "class_order" else list(class_folders))
+    if label_space == "class_order" and len(rows) < fc_rows:
+        # A wider fc than the class order (e.g. the reference's 1000-way fc trained on a
+        # 100-class tree): the rows past the order were never any class's.
+        rows = list(rows) + [None] * (fc_rows - len(rows))
     if len(rows) < fc_rows:
         raise NetworkError(f"{path}: the fc has {fc_rows} rows but the {label_space} label space names "
                            f"only {len(rows)} classes")

@@ -65,7 +65,8 @@ def test_training_writes_checkpoints_and_results(ws):
     best = torch.load(save / f"best_{CKPT}", weights_only=True)
     from torchvision.models import resnet18
 
-    resnet18(num_classes=4).load_state_dict(best)  # plain torchvision state_dict, strict
+    resnet18(num_classes=4).load_state_dict(best["state_dict"])  # torchvision state_dict, strict
+    assert best["class_order"] == ORDER and best["label_space"] == "class_order"  # fc row k: ORDER[k]
     last = torch.load(save / CKPT, weights_only=True)
     assert last["epoch"] == 2 and set(last) >= {"state_dict", "optimizer", "scheduler", "rng",
                                                "best_acc1", "history", "args"}
