@@ -149,7 +149,7 @@ def test_checkpoint_clock_saves_by_steps_by_minutes_and_at_the_stop(monkeypatch)
     from argparse import Namespace
     from types import SimpleNamespace
 
-    from image_classification_experiments import imagenet_experiment as ie
+    from image_classification_experiments import stream_state as ie
 
     saves, now = [], [0.0]
     monkeypatch.setattr(ie, "save_latest", lambda args, model, state: saves.append(model.steps))

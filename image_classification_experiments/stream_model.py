@@ -1,0 +1,120 @@
+"""The REMIND learner of an image-classification stream, for any data set: its flags, the
+network split, the model, and the base initialisation's buffer fill.
+
+A stream script supplies G and F (a ResNet-18 split at ``--extract_features_from``) and the
+number of classes; everything else (quantizer, replay buffer, the step's settings) comes from the
+flags added by ``add_step_arguments``, with the same names and meaning in every script.
+"""
+import re
+
+import numpy as np
+import torch
+
+from image_classification_experiments.imagenet_folders import DataError
+from remind.model import REMINDModel, StreamingConfig
+from remind.networks import block_after
+from remind.quantizer import ProductQuantizer
+from remind.replay_buffer import ReplayBuffer
+
+
+def add_step_arguments(p, samples_per_class=1300):
+    """The reference's flags of the split, the quantizer, replay, the lr rule and augmentation."""
+    p.add_argument("--classifier", default="ResNet18_StartAt_Layer4_1",
+                   help="F: ResNet18_StartAt_Layer<i>_<j>, or a block name such as layer4.1")
+    p.add_argument("--extract_features_from", default="model.layer4.0", help="G's last block")
+    p.add_argument("--weight_decay", type=float, default=1e-5)
+    p.add_argument("--batch_size", type=int, default=128, help="images per G batch")
+    # product quantizer
+    p.add_argument("--num_codebooks", type=int, default=32)
+    p.add_argument("--codebook_size", type=int, default=256)
+    # replay
+    p.add_argument("--rehearsal_samples", type=int, default=50, help="replayed samples per step")
+    p.add_argument("--max_buffer_size", type=int, default=None, help="items (default: unlimited)")
+    # learning rate
+    p.add_argument("--lr_mode", choices=["step_lr_per_class", "constant"], default="step_lr_per_class")
+    p.add_argument("--lr_step_size", type=int, default=100)
+    p.add_argument("--start_lr", type=float, default=0.1)
+    p.add_argument("--end_lr", type=float, default=0.001)
+    p.add_argument("--samples_per_class", type=int, default=samples_per_class,
+                   help="samples over which the per-class lr decays from start_lr to end_lr")
+    # augmentation
+    p.add_argument("--random_resized_crops", action="store_true")
+    p.add_argument("--use_mixup", action="store_true")
+    p.add_argument("--mixup_alpha", type=float, default=0.1)
+
+
+def first_plastic_block(classifier):
+    """'ResNet18_StartAt_Layer4_1' (the reference's class name) or 'layer4.1' -> 'layer4.1'."""
+    m = re.fullmatch(r"ResNet18_StartAt_Layer(\d)_(\d)", classifier)
+    return f"layer{m.group(1)}.{m.group(2)}" if m else classifier
+
+
+def check_step_arguments(args):
+    """The split and the step's settings, checked before any work; returns F's first block."""
+    args.extract_features_from = args.extract_features_from.removeprefix("model.")
+    expected = block_after(args.extract_features_from)
+    if first_plastic_block(args.classifier) != expected:
+        raise DataError(f"--classifier {args.classifier} must start right after --extract_features_from "
+                        f"{args.extract_features_from} (at {expected})")
+    if args.rehearsal_samples < 0:
+        raise DataError(f"--rehearsal_samples must be >= 0, got {args.rehearsal_samples}")
+    if args.max_buffer_size is not None and args.max_buffer_size < 1:
+        raise DataError(f"--max_buffer_size must be positive, got {args.max_buffer_size}")
+    if args.codebook_size & (args.codebook_size - 1) or not 2 <= args.codebook_size <= 256:
+        raise DataError(f"--codebook_size must be a power of two in 2..256, got {args.codebook_size}")
+    return expected
+
+
+def streaming_config(args):
+    return StreamingConfig(
+        num_replay=args.rehearsal_samples, mixup=args.use_mixup, mixup_alpha=args.mixup_alpha,
+        latent_crops=args.random_resized_crops, lr_mode=args.lr_mode, start_lr=args.start_lr,
+        end_lr=args.end_lr, lr_step_size=args.lr_step_size, samples_per_class=args.samples_per_class,
+        weight_decay=args.weight_decay)
+
+
+def build_model(args, g, f, num_classes, channels, side, device):
+    """REMINDModel over G and F with an untrained quantizer of ``channels``-dim vectors (replaced
+    by the fitted one at base init or from a saved state) and a buffer of ``side`` x ``side`` maps."""
+    pq = ProductQuantizer(channels, args.num_codebooks, int(np.log2(args.codebook_size)))
+    buffer = ReplayBuffer((side, side, args.num_codebooks), capacity=args.max_buffer_size, device=device,
+                          seed=args.seed + 1)
+    return REMINDModel(g, f, pq, buffer, num_classes, streaming_config(args), device=device, seed=args.seed)
+
+
+@torch.no_grad()
+def feature_shape(g, image_size):
+    """(channels, side) of G's maps for ``image_size`` px inputs (one forward pass of zeros)."""
+    out = g(torch.zeros(1, 3, image_size, image_size))
+    return int(out.shape[1]), int(out.shape[2])
+
+
+def read_codes(codes_file):
+    """(codes, labels, ids) of a codes file (fit_pq.py's or ``remind.feature_store.encode_store``'s)."""
+    import h5py
+
+    try:
+        with h5py.File(codes_file, "r") as f:
+            return (torch.from_numpy(f["codes"][...]), torch.from_numpy(f["labels"][...]),
+                    torch.from_numpy(f["indices"][...]))
+    except (OSError, KeyError) as err:
+        raise DataError(f"{codes_file}: not a codes file from fit_pq.py ({err})") from None
+
+
+def fill_buffer(model, pq_file, codes_file, log):
+    """Base initialisation: the fitted quantizer replaces the model's, and every base-init item's
+    codes go to the replay buffer. Returns (codes, labels) as stored."""
+    want = model.quantizer
+    q = ProductQuantizer.load(pq_file, device=model.device)
+    if (q.d, q.M, q.ksub) != (want.d, want.M, want.ksub):
+        raise DataError(f"{pq_file}: quantizer has d={q.d}, {q.M} codebooks of {q.ksub}; the flags ask for "
+                        f"d={want.d}, {want.M} of {want.ksub}")
+    model.quantizer = q
+    codes, labels, ids = read_codes(codes_file)
+    if tuple(codes.shape[1:]) != model.buffer.code_shape:
+        raise DataError(f"{codes_file}: codes of shape {tuple(codes.shape[1:])}, expected "
+                        f"{model.buffer.code_shape} (check --spatial_feat_dim / --image_size)")
+    model.buffer.add_batch(codes, labels, ids)
+    log(f"base init: {len(model.buffer)} items in the replay buffer "
+        f"({model.buffer.nbytes / 2**20:.1f} MiB), quantizer d={q.d} M={q.M} k={q.ksub}")
+    return codes, labels

@@ -1,0 +1,71 @@
+"""What an image-classification stream writes at each evaluation point, all atomically.
+
+In ``--save_dir``, for a point named ``<tag>`` / ``<key>`` by the family (ImageNet:
+``min_trained_<a>_max_trained_<b>`` / ``<b>``; CORe50: ``samples_seen_<n>`` / ``<n>``): the
+reference's accuracies_<tag>.json (every accuracy so far, one list per metric), preds_<tag>.pth
+(softmax probabilities of every evaluation image), remind_model/remind_classifier_F_<key>.pth
+(F and its optimizer) and remind_model/remind_state_<key>.pt (the whole run state); then the run
+summary: results.json, results.csv and accuracy_plot.png.
+"""
+import os
+
+import torch
+
+from image_classification_experiments.stream_eval import fmt
+from image_classification_experiments.stream_state import save_state
+from remind.checkpoint import atomic_write, save_checkpoint
+from remind.runtime import write_csv, write_json
+
+
+def write_outputs(run, model, state, probs, result):
+    """Append ``result`` to the history and write the point's files and the run summary."""
+    history = state["history"]
+    history.append(result)
+    tag, key = run.point_files(result)
+    acc_lists = {k: [float(r[k]) for r in history if r[k] == r[k]] for k in result if k not in run.point_keys}
+    write_json(os.path.join(run.save_dir, f"accuracies_{tag}.json"), acc_lists)
+    with atomic_write(os.path.join(run.save_dir, f"preds_{tag}.pth")) as tmp:
+        torch.save(probs, tmp)
+    out = os.path.join(run.save_dir, "remind_model")
+    save_checkpoint(os.path.join(out, f"remind_classifier_F_{key}.pth"),
+                    {"state_dict": model.f.state_dict(), "optimizer": model.optimizer.state_dict()})
+    save_state(os.path.join(out, f"remind_state_{key}.pt"), run, model, state, keep=1)
+    write_json(os.path.join(run.save_dir, "results.json"),
+               {"expt_name": run.args.expt_name, "evaluations": history,
+                "final": history[-1], "buffer_items": len(model.buffer),
+                "buffer_bytes": model.buffer.nbytes, **run.results_extra})
+    write_csv(os.path.join(run.save_dir, "results.csv"), history, header=list(result))
+    plot(run, history)
+
+
+def plot(run, history):
+    """accuracy_plot.png: the family's curves (``run.plot.series``) against ``run.plot.x_key``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    spec = run.plot
+    x = [r[spec.x_key] for r in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label in spec.series:
+        ax.plot(x, [r[key] for r in history], marker="o", label=label)
+    ax.set_xlabel(spec.x_label)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"REMIND: {run.args.expt_name}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_write(os.path.join(run.save_dir, "accuracy_plot.png")) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def print_table(run, history):
+    """The evaluations as a table in the log: the first column a point key, then accuracies."""
+    (first, first_key), *rest = run.table
+    run.log("  ".join([first] + [header for header, _ in rest]))
+    for r in history:
+        cells = [f"{r[first_key]:{len(first)}d}"] + [f"{fmt(r[k]):>{len(h)}}" for h, k in rest]
+        run.log("  ".join(cells))

@@ -1,0 +1,100 @@
+"""The run state of an image-classification stream: save, load, resume, and when to checkpoint.
+
+A state is a run checkpoint (``remind.runtime``) of the family's kind holding the model (F,
+optimizer, buffer, quantizer, per-class counts, its own generators), the evaluations so far
+(``history``), the position in the stream and every global generator, with the fingerprint of
+the run-defining settings; a resume with other values of those is refused. The position is
+``chunk_start`` (the start key of the segment to stream next: ImageNet's first class of the
+chunk, CORe50's stream position) and ``offset`` (items of that segment already streamed).
+States of the previous ImageNet version (no format: the settings under "config", torch's
+generator only) are still read.
+"""
+import os
+import time
+
+import torch
+
+from remind.checkpoint import CheckpointError, load_checkpoint
+from remind.errors import InputError
+from remind.runtime import capture_rng, load_run_checkpoint, restore_rng, save_run_checkpoint
+
+LATEST = os.path.join("checkpoints", "latest.pt")
+
+
+def save_state(path, run, model, state, keep=2):
+    """The whole run state as a run checkpoint (``keep`` newest versions)."""
+    save_run_checkpoint(path, run.kind, run.run_fingerprint, {
+        "model": model.state_dict(), "history": state["history"], "chunk_start": state["chunk_start"],
+        "offset": state["offset"], "rng": capture_rng()}, keep=keep)
+
+
+def save_latest(run, model, state):
+    save_state(os.path.join(run.save_dir, LATEST), run, model, state)
+
+
+def check_same_run(saved, current, path):
+    """Refuse a state made with other run-defining settings (``saved``: their values)."""
+    for k in current:
+        if k in saved and saved[k] != current[k]:
+            raise InputError(f"{path}: saved with --{k} {saved[k]}, now {current[k]}; "
+                             "use the original settings or another --save_dir")
+
+
+def load_state(path, run, model):
+    """Restore ``model`` and the generators from a saved state; returns the run's progress."""
+    try:
+        saved = load_run_checkpoint(path, run.kind, map_location=model.device)
+        check_same_run(saved["fingerprint"], run.run_fingerprint, path)
+    except CheckpointError:
+        saved = load_checkpoint(path, map_location=model.device)
+        if not isinstance(saved, dict) or "format" in saved or "config" not in saved:
+            raise
+        check_same_run(saved["config"], run.run_fingerprint, path)
+    model.load_state_dict(saved["model"])
+    if "rng" in saved:
+        restore_rng(saved["rng"])
+    else:
+        torch.set_rng_state(saved["torch_rng"])
+    return {"history": list(saved["history"]), "chunk_start": int(saved["chunk_start"]),
+            "offset": int(saved["offset"])}
+
+
+def resume_latest(run, model):
+    """The state in checkpoints/latest.pt when --resume asks for it and it exists, else None."""
+    latest = os.path.join(run.save_dir, LATEST)
+    if run.args.resume and os.path.isfile(latest):
+        state = load_state(latest, run, model)
+        run.log(f"resumed from {latest}: segment {state['chunk_start']}, {state['offset']} samples into it, "
+                f"{model.steps} streamed so far")
+        return state
+    if run.args.resume:
+        run.log(f"--resume: no checkpoint in {latest}; starting a new run")
+    return None
+
+
+def fresh_state(run):
+    """The state right after base initialisation: nothing evaluated, the first segment next."""
+    start = run.segments[0].start if run.segments else run.end
+    return {"history": [], "chunk_start": start, "offset": 0}
+
+
+class CheckpointClock:
+    """When to save checkpoints/latest.pt inside a segment: every --checkpoint_interval steps, after
+    --checkpoint_interval_min minutes since the last save, and at --stop_after_steps (then stop).
+    ``run``: anything with those three settings (and what ``save_latest`` needs)."""
+
+    def __init__(self, run, now=time.monotonic):
+        self.run, self.now = run, now
+        self.last_save = now()
+
+    def after_step(self, model, state):
+        """Save when due; True when the run should stop now."""
+        run, steps = self.run, model.steps
+        stop = run.stop_after_steps is not None and steps >= run.stop_after_steps
+        due = bool(run.checkpoint_interval) and steps % run.checkpoint_interval == 0
+        due = due or (run.checkpoint_interval_min > 0
+                      and self.now() - self.last_save >= 60 * run.checkpoint_interval_min)
+        if stop or due:
+            save_latest(run, model, state)
+            self.last_save = self.now()
+        return stop
