@@ -20,6 +20,8 @@ OUT_DIR="${OUT_DIR:-demo_output/fashion_mnist}"
 DATA_DIR="${DATA_DIR:-data/fashion_mnist_64}"  # the converted ImageFolder tree (and labels/)
 FMNIST_IDX_DIR="${FMNIST_IDX_DIR:-}"       # folder of the 4 idx .gz files (empty: search / install)
 IMAGE_SIZE="${IMAGE_SIZE:-64}"
+EVAL_RESIZE_RATIO="${EVAL_RESIZE_RATIO:-256/224}"  # val/extraction: resize to IMAGE_SIZE x this, center-crop
+                                           # IMAGE_SIZE; 1.0 keeps the whole 64 px image (no border cut)
 BASE_CLASSES="${BASE_CLASSES:-5}"          # base init on classes [0, 5), stream [5, 10)
 NUM_CLASSES=10
 BASE_PER_CLASS="${BASE_PER_CLASS:-1000}"   # training images per base class
@@ -53,6 +55,9 @@ export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 DEVICE_ARG=()
 if [[ -n "$DEVICE" ]]; then DEVICE_ARG=(--device "$DEVICE"); fi
 LABELS_DIR="$DATA_DIR/labels"
+RATIO_ARG=(--eval_resize_ratio "$EVAL_RESIZE_RATIO")
+STREAM_RATIO_ARG=()  # the streaming script is given the ratio only when it is not its default
+if [[ "$EVAL_RESIZE_RATIO" != "256/224" ]]; then STREAM_RATIO_ARG=("${RATIO_ARG[@]}"); fi
 TRAIN_PER_CLASS=$(( BASE_PER_CLASS > STREAM_PER_CLASS ? BASE_PER_CLASS : STREAM_PER_CLASS ))
 START=$SECONDS
 step() { printf '\n== %s (%d s)\n' "$1" $((SECONDS - START)); }
@@ -94,7 +99,7 @@ for SEED in $SEEDS; do
     --labels_dir "$LABELS_DIR" --base_max_class "$BASE_CLASSES" --num_classes "$NUM_CLASSES" \
     --epochs "$BASE_EPOCHS" -b "$BASE_BATCH" --lr "$BASE_LR" --lr_step_size "$BASE_LR_STEP" \
     --image_size "$IMAGE_SIZE" --max_per_class "$BASE_PER_CLASS" -j "$WORKERS" --seed "$SEED" \
-    --save_dir "$BASE_DIR" --ckpt_file "$CKPT_FILE" "${DEVICE_ARG[@]}" "${RESUME_ARG[@]}"
+    --save_dir "$BASE_DIR" --ckpt_file "$CKPT_FILE" "${RATIO_ARG[@]}" "${DEVICE_ARG[@]}" "${RESUME_ARG[@]}"
   CKPT="$BASE_DIR/best_$CKPT_FILE"
 
   # -------------------------------------------------------------------- 3. features, PQ, codes
@@ -102,7 +107,7 @@ for SEED in $SEEDS; do
   "$PYTHON" "$SCRIPT_DIR/extract_features.py" --images_dir "$DATA_DIR" --label_dir "$LABELS_DIR" \
     --classifier_ckpt "$CKPT" --base_init_classes "$BASE_CLASSES" --num_classes "$NUM_CLASSES" \
     --image_size "$IMAGE_SIZE" --max_per_class "$BASE_PER_CLASS" -j "$WORKERS" \
-    --save_dir "$BASE_DIR" "${DEVICE_ARG[@]}"
+    --save_dir "$BASE_DIR" "${RATIO_ARG[@]}" "${DEVICE_ARG[@]}"
   "$PYTHON" "$SCRIPT_DIR/fit_pq.py" --save_dir "$BASE_DIR" --num_codebooks "$NUM_CODEBOOKS" \
     --codebook_size "$CODEBOOK_SIZE" --seed "$SEED" "${DEVICE_ARG[@]}"
 
@@ -113,7 +118,7 @@ for SEED in $SEEDS; do
           --max_per_class "$STREAM_PER_CLASS" --samples_per_class "$STREAM_PER_CLASS"
           --lr_step_size "$LR_STEP" --max_buffer_size "$BUFFER_SIZE" --image_size "$IMAGE_SIZE"
           --num_codebooks "$NUM_CODEBOOKS" --codebook_size "$CODEBOOK_SIZE" --num_workers "$WORKERS"
-          --seed "$SEED" --resume "${DEVICE_ARG[@]}")
+          --seed "$SEED" --resume "${STREAM_RATIO_ARG[@]}" "${DEVICE_ARG[@]}")
   step "seed $SEED: REMIND streams classes $BASE_CLASSES-$((NUM_CLASSES - 1)), $STREAM_PER_CLASS images each"
   "$PYTHON" "$SCRIPT_DIR/imagenet_experiment.py" "${COMMON[@]}" --expt_name "remind_fashion_mnist_seed$SEED" \
     --save_dir "$RUN_DIR/remind" --rehearsal_samples "$REPLAY" --use_mixup --mixup_alpha "$MIXUP_ALPHA" \
