@@ -63,9 +63,14 @@ def plot(run, history):
 
 
 def print_table(run, history):
-    """The evaluations as a table in the log: the first column a point key, then accuracies."""
+    """The evaluations as a table in the log: the first column a point key, then accuracies (or
+    other counts)."""
     (first, first_key), *rest = run.table
     run.log("  ".join([first] + [header for header, _ in rest]))
     for r in history:
-        cells = [f"{r[first_key]:{len(first)}d}"] + [f"{fmt(r[k]):>{len(h)}}" for h, k in rest]
+        cells = [f"{r[first_key]:{len(first)}d}"] + [_cell(r[k], len(h)) for h, k in rest]
         run.log("  ".join(cells))
+
+
+def _cell(value, width):
+    return f"{value:>{width}d}" if isinstance(value, int) else f"{fmt(value):>{width}}"
