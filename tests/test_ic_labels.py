@@ -182,6 +182,45 @@ def test_transforms_follow_the_256_over_224_rule():
     assert data.train_transform(32)(img).shape == (3, 32, 32)
 
 
+def test_eval_resize_ratio_keeps_the_whole_image_at_one():
+    """Ratio 1.0: an image already at image_size passes unchanged (no border cut); the default
+    256/224 resizes and cuts the border; fractions parse."""
+    import argparse
+
+    from PIL import Image
+    from torchvision import transforms
+
+    from image_classification_experiments import imagenet_data as data
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), "RGB")
+    plain = transforms.Compose([transforms.ToTensor(), transforms.Normalize(data.IMAGENET_MEAN, data.IMAGENET_STD)])
+    assert np.array_equal(data.val_transform(32, 1.0)(img).numpy(), plain(img).numpy())
+    assert not np.allclose(data.val_transform(32)(img).numpy(), plain(img).numpy())
+    assert data.parse_ratio("256/224") == data.DEFAULT_EVAL_RESIZE_RATIO == 256 / 224
+    assert data.parse_ratio("1") == 1.0 and data.resize_size(64, 1.0) == 64
+    for bad in ("0.5", "a/b", "1/0"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            data.parse_ratio(bad)
+
+
+def test_class_order_read_back_from_label_files(tree, tmp_path):
+    make = icf.run_main("make_numpy_imagenet_label_files.py", "--data", tree["data"], "--labels_dir",
+                        tmp_path, "--class_order_text_file", tree["order"])
+    icf.assert_ok(make)
+    orders = []
+    for split in folders.SPLITS:
+        samples = folders.scan_split(tree["data"], split)
+        labels, path = folders.load_labels(str(tmp_path), split, samples)
+        orders.append(folders.class_order_from_labels(samples, labels, path))
+    assert orders[0] == orders[1] == ORDER
+    folders.check_same_class_order(orders[0], orders[1], "val")
+    with pytest.raises(folders.DataError, match="label 0 is"):
+        folders.check_same_class_order(orders[0], orders[0][::-1], "val")
+    with pytest.raises(folders.DataError, match="no images carry label 1"):
+        folders.class_order_from_labels([("a", "x"), ("b", "y")], [0, 2])
+
+
 def test_label_file_checks(tree, tmp_path):
     samples = folders.scan_split(tree["data"], "train")
     labels = expected_labels(samples)
