@@ -1,16 +1,19 @@
 """The CORe50 streaming script end to end on a generated mini tree in the official layout: the four
 orderings (order properties read back from the order the run wrote), the outputs, the protocol
-points, an exact resume, the fine-tune baseline with mixup, and a malformed tree's exit status."""
+points, an exact resume, the fine-tune baseline with mixup, and a malformed tree's exit status
+through the run script."""
 import csv
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 import core50_fixtures as c50f
-from ic_fixtures import assert_clean_error, assert_ok, run_main, run_script
+from ic_fixtures import SCRIPTS, assert_clean_error, assert_ok, run_main, script_env
 from image_classification_experiments import core50_data as c50
 
 FRAMES = 3  # per video: 3 training sessions x 6 objects x 3 = 54 training frames, 18 test frames
@@ -160,11 +163,15 @@ def test_weights_from_a_state_dict_file_load_into_g(tmp_path):
     assert f.state_dict()["fc.weight"].shape == (3, 512)
 
 
-def test_a_malformed_tree_is_a_one_line_error(tmp_path):
-    """The script itself: a stray file in an object folder -> one line on stderr, exit status 2."""
+def test_a_malformed_tree_is_a_one_line_error_through_the_run_script(tmp_path):
+    """run_core50_experiment.sh (the script in a process of its own): a stray file in an object
+    folder -> one line on stderr, exit status 2."""
     root = c50f.make_core50_tree(tmp_path / "core50", objects=(1, 6), frames=2, size=8)
     with open(os.path.join(root, "s2", "o6", "C_02_06_000.jpg"), "wb") as f:
         f.write(b"not a frame")
-    proc = run_script("core50_experiment.py", "--images_dir", root, *COMMON, "--save_dir", tmp_path / "out")
-    assert_clean_error(proc, "stray file", "C_02_06_000.jpg")
+    env = {"CORE50_DIR": root, "TRAIN_SESSIONS": "1,2,4", "TEST_SESSIONS": "3", "WEIGHTS": "none",
+           "DEVICE": "cpu", "SAVE_DIR": str(tmp_path / "out"), "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", os.path.join(SCRIPTS, "run_core50_experiment.sh")], capture_output=True,
+                          text=True, env=script_env(env), timeout=300)
+    assert_clean_error(proc, "core50_experiment.py: error: stray file", "C_02_06_000.jpg")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
