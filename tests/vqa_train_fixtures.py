@@ -14,6 +14,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import remind  # noqa: F401
 from remind.quantizer import ProductQuantizer
+from vqa_experiments.vqa_data import quantizer_digest
 
 WORDS = ["what", "is", "the", "color", "of", "thing", "how", "many", "are", "there", "cube", "sphere",
          "left", "big", "small", "any"]
@@ -114,4 +115,5 @@ def make_prepared(out_dir, dataset="clevr", orders=("qtype", "iid"), n_types=5, 
                              dtype=h5py.string_dtype("utf-8"))
             f.attrs["order"] = order
             f.attrs["pq_file"] = f"pq_{dataset}_{order}.npz"
+            f.attrs["pq_sha256"] = quantizer_digest(pq)
     return out_dir

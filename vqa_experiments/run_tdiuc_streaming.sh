@@ -23,6 +23,9 @@ MAX_BUFFER_SIZE="${MAX_BUFFER_SIZE:-}"                # with limited_buffer
 REPLACEMENT="${REPLACEMENT:-random}"                  # random | queue (limited_buffer eviction)
 SAVE_ROOT="${SAVE_ROOT:-${REPO_ROOT}/snapshots}"
 PYTHON="${PYTHON:-}"
+EMBEDDING_FILE="${EMBEDDING_FILE:-}"                  # GloVe init (ntoken or ntoken-1 rows, e.g. the reference's
+                                                      # glove6b_init_300d_tdiuc.npy); empty: DATA_DIR's
+                                                      # embedding_init_300d_tdiuc.npy (a loud warning unless GloVe-made)
 EXTRA_ARGS="${EXTRA_ARGS:-}"                          # more vqa_trainer.py flags
 
 if [[ -z "${PYTHON}" ]]; then
@@ -41,6 +44,11 @@ if [[ "${REHEARSAL_MODE}" == "limited_buffer" ]]; then
 fi
 DEVICE_ARGS=()
 if [[ -n "${DEVICE}" ]]; then DEVICE_ARGS=(--device "${DEVICE}"); fi
+EMBEDDING_ARGS=()
+if [[ -n "${EMBEDDING_FILE}" ]]; then EMBEDDING_ARGS=(--embedding_file "${EMBEDDING_FILE}"); fi
+# shellcheck source=embedding_warning.sh
+source "${SCRIPT_DIR}/embedding_warning.sh"
+warn_if_no_glove tdiuc "${DATA_DIR}" "${EMBEDDING_FILE}" "${PYTHON}"
 
 for ORDER in ${DATA_ORDERS}; do
   NAME="tdiuc_${MODE}_${ORDER}"
@@ -48,5 +56,5 @@ for ORDER in ${DATA_ORDERS}; do
   # shellcheck disable=SC2086
   "${PYTHON}" "${SCRIPT_DIR}/vqa_trainer.py" --config "${CONFIG}" --data_dir "${DATA_DIR}" \
     --data_order "${ORDER}" "${MODE_FLAG}" "${BUFFER_ARGS[@]}" --lr "${LR}" --seed "${SEED}" \
-    "${DEVICE_ARGS[@]}" --expt_name "${NAME}" --save_dir "${SAVE_ROOT}/${NAME}" --resume ${EXTRA_ARGS}
+    "${DEVICE_ARGS[@]}" "${EMBEDDING_ARGS[@]}" --expt_name "${NAME}" --save_dir "${SAVE_ROOT}/${NAME}" --resume ${EXTRA_ARGS}
 done

@@ -10,6 +10,11 @@
   KeyError; here the present types are relabelled by rank first, and the same rule is applied.
 - boundaries: ``qtype``: every position where the type changes, plus N; ``iid``: ``int(N * p)``
   for p = 0.1 ... 0.9, plus N. Rows [0, boundaries[0]) are the base-initialisation set.
+- validation order (``val_order``): the reference loads the validation rows through the same
+  function with the validation arrangement: ``iid``: ``random.Random(666).shuffle`` of the val
+  rows; ``qtype``: a stable sort by the raw question type (no shuffled block order: that is
+  applied to the training split only). Batches are consecutive chunks of ``val_batch_size`` rows
+  of that order, each sorted by question length, longest first (a stable sort).
 """
 import random
 
@@ -58,3 +63,27 @@ def stream_boundaries(ordered_qtypes, data_order):
         raise ValueError(f"unknown data order {data_order!r}; choose 'iid' or 'qtype'")
     bounds.append(n)
     return [int(b) for b in bounds]
+
+
+def val_order(qtypes, data_order, seed=ORDER_SEED):
+    """The reference's order of the validation rows (indices into the given rows)."""
+    qtypes = np.asarray(qtypes).reshape(-1)
+    if data_order == "iid":
+        idx = list(range(len(qtypes)))
+        random.Random(seed).shuffle(idx)
+        return np.asarray(idx, dtype=np.int64)
+    if data_order == "qtype":
+        return np.argsort(qtypes.astype(np.int64), kind="stable").astype(np.int64)
+    raise ValueError(f"unknown data order {data_order!r}; choose 'iid' or 'qtype'")
+
+
+def reference_val_batches(qtypes, qlens, data_order, batch_size, seed=ORDER_SEED):
+    """The reference's validation batches: lists of row indices, each chunk of ``val_order``
+    sorted by question length, longest first, ties in order (as its ``collate_batch``)."""
+    order = val_order(qtypes, data_order, seed)
+    qlens = np.asarray(qlens).reshape(-1)
+    batches = []
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        batches.append(chunk[np.argsort(-qlens[chunk], kind="stable")])
+    return batches

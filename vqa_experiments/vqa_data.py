@@ -192,6 +192,19 @@ def load_embedding_init(path, ntoken=None):
     return emb.astype(np.float32, copy=False)
 
 
+def embedding_rows_for(emb, dictionary, path):
+    """``(matrix (ntoken, D), padded)`` for ``dictionary``: a matrix with one row fewer (the
+    reference's shipped GloVe matrices, made for its dictionary without ``<unk>``) gets a zero
+    ``<unk>`` row, as our GloVe-built init gives ``<unk>`` (a token absent from GloVe is zero)."""
+    ntoken = dictionary.ntoken
+    if emb.ndim == 2 and emb.shape[0] == ntoken:
+        return emb, False
+    if emb.ndim == 2 and emb.shape[0] == ntoken - 1 and dictionary.unk_index == ntoken - 1:
+        return np.concatenate([emb, np.zeros((1, emb.shape[1]), dtype=emb.dtype)]), True
+    raise VQADataError(f"{path}: embedding shape {emb.shape}, expected ({ntoken}, D) for the dictionary's "
+                       f"{ntoken} tokens (or ({ntoken - 1}, D): the same without the {dictionary.unk_token} row)")
+
+
 def load_features(path):
     """``(features float32 (N, H, W, C), iids int64 (N,), image_names)`` of a features h5."""
     with _open_h5(path, "features file") as f:
@@ -225,6 +238,35 @@ def load_pq(path, device="cpu"):
         return ProductQuantizer.load(path, device=device)
     except (OSError, KeyError, ValueError) as err:
         raise VQADataError(f"{path}: cannot load the product quantizer ({err})") from None
+
+
+def quantizer_digest(pq):
+    """SHA-256 of a quantizer's centroid table: the codes file records the one it was made with
+    (attribute ``pq_sha256``), so codes are never decoded with another quantizer."""
+    import hashlib
+
+    cents = np.ascontiguousarray(pq.centroids.detach().cpu().numpy(), dtype=np.float32)
+    return hashlib.sha256(cents.tobytes()).hexdigest()
+
+
+def check_codes_match_quantizer(codes_path, codes, attrs, pq, pq_path):
+    """Raise ``VQADataError`` when the codes file was made for another quantizer: another number
+    of sub-codes, feature size or bits, or (files that record it) another centroid table."""
+    if codes.shape[-1] != pq.M:
+        raise VQADataError(f"{codes_path}: codes have {codes.shape[-1]} sub-codes but the quantizer "
+                           f"{pq_path} has {pq.M} codebooks")
+    shape = attrs.get("feature_shape")
+    if shape is not None and int(list(shape)[-1]) != pq.d:
+        raise VQADataError(f"{codes_path}: codes of {int(list(shape)[-1])}-channel features, but the quantizer "
+                           f"{pq_path} is for {pq.d} channels; the codes were made for another quantizer")
+    if attrs.get("nbits") is not None and int(attrs["nbits"]) != pq.nbits:
+        raise VQADataError(f"{codes_path}: codes of {int(attrs['nbits'])}-bit codebooks, but the quantizer "
+                           f"{pq_path} has {pq.nbits}-bit codebooks")
+    digest = attrs.get("pq_sha256")
+    if digest is not None and digest != quantizer_digest(pq):
+        made = f" ({attrs['pq_file']})" if attrs.get("pq_file") else ""
+        raise VQADataError(f"{codes_path}: codes made with another quantizer{made} than {pq_path} "
+                           f"(centroid checksum differs); use the quantizer saved with these codes")
 
 
 def decode_features(pq, codes):

@@ -37,7 +37,7 @@ EMA option also averages during streaming; the offline modes work.
 """
 import argparse
 import os
-import time
+import sys
 
 import remind  # noqa: F401  (before anything imports torchvision)
 from remind.runtime import RunLog, add_run_arguments, resolve_device, run_cli, set_cpu_threads, write_json
@@ -45,6 +45,12 @@ from vqa_experiments.training.checkpoints import CHECKPOINT_PATH, LEGACY_CHECKPO
 from vqa_experiments.training.config import FLAG_KEYS, TrainerError, load_config, public_config
 from vqa_experiments.training.data import FILE_KEYS, VQAStreamData
 from vqa_experiments.training.trainer import StopRun, Trainer
+
+EMBEDDING_FILE_HELP = ("word-embedding init for embedding_init 'file' (default: <data_dir>/embedding_init_300d_<ds>.npy); "
+                       "a matrix without the <unk> row (the reference's glove6b_init_300d_<ds>.npy) gets a zero one")
+# Flags that only steer one process of a run: not part of config.json (a resumed run's is the same).
+PER_PROCESS_FLAGS = ("resume", "stop_after_steps", "progress", "num_threads", "checkpoint_interval",
+                     "checkpoint_interval_min")
 
 
 def _add_mode_arguments(p):
@@ -80,9 +86,17 @@ def _add_config_arguments(p):
                    help="evaluate an exponential moving average (decay ema_decay) of the weights")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A bad command line is one line, ``vqa_trainer: error: ...``, and exit status 2 (as every other
+    input error of the trainer), not argparse's usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser():
-    p = argparse.ArgumentParser(prog="vqa_trainer", description="Streaming VQA with REMIND (CLEVR/TDIUC) and its "
-                                "baselines.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(prog="vqa_trainer", description="Streaming VQA with REMIND (CLEVR/TDIUC) and its "
+                      "baselines.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data_dir", help="folder of the prepared data (DATA_FORMATS.md)")
     p.add_argument("--data_order", choices=["iid", "qtype"], required=True)
     _add_mode_arguments(p)
@@ -97,7 +111,7 @@ def build_parser():
                    help="do not write predictions/<tag>.json")
     # Data files, each overriding the standard name in --data_dir.
     for key in FILE_KEYS:
-        p.add_argument(f"--{key}_file", default=None, help=argparse.SUPPRESS)
+        p.add_argument(f"--{key}_file", default=None, help=EMBEDDING_FILE_HELP if key == "embedding" else argparse.SUPPRESS)
     return p
 
 
@@ -108,6 +122,9 @@ def check_args(args):
     if args.rehearsal_mode == "limited_buffer":
         if args.max_buffer_size is None or args.max_buffer_size < 1:
             raise TrainerError("--rehearsal_mode limited_buffer needs --max_buffer_size >= 1")
+        if args.mode != "remind":
+            raise TrainerError(f"--rehearsal_mode limited_buffer applies to --stream_with_rehearsal only "
+                               f"(this is a {args.mode} run, which replays nothing)")
     elif args.max_buffer_size is not None:
         raise TrainerError("--max_buffer_size needs --rehearsal_mode limited_buffer")
     if args.base_init_from and args.mode not in ("remind", "finetune"):
@@ -122,26 +139,71 @@ def check_args(args):
                            f"--save_dir")
 
 
+def check_replay_fits(args, cfg):
+    """A limited buffer must hold at least the replays drawn per step."""
+    k = cfg["num_rehearsal_samples"]
+    if args.mode == "remind" and args.rehearsal_mode == "limited_buffer" and args.max_buffer_size < k:
+        raise TrainerError(f"--max_buffer_size {args.max_buffer_size} is smaller than the {k} replays drawn per "
+                           f"step (num_rehearsal_samples); use a buffer of at least {k} or fewer replays")
+
+
+class StartupLog:
+    """The run's log before its folder may be written: lines are printed at once and kept, and
+    go to ``<save_dir>/log.txt`` only once every input has been checked (``open``), so a run
+    that fails on bad input writes nothing."""
+
+    def __init__(self):
+        self.lines, self.run_log = [], None
+
+    def __call__(self, msg):
+        if self.run_log is not None:
+            self.run_log(msg)
+            return
+        from tqdm import tqdm
+
+        tqdm.write(msg)
+        sys.stdout.flush()
+        self.lines.append(msg)
+
+    def open(self, save_dir):
+        os.makedirs(save_dir, exist_ok=True)
+        self.run_log = RunLog(save_dir)
+        with open(self.run_log.path, "a", encoding="utf-8") as f:
+            f.writelines(line + "\n" for line in self.lines)
+        self.lines = []
+
+
 def start(trainer, args, log):
-    """Resume, or start from another run's base initialisation, or start afresh."""
+    """Resume, or start from another run's base initialisation, or start afresh; True on a resume."""
     ckpt_path = os.path.join(args.save_dir, CHECKPOINT_PATH)
     if args.resume and os.path.exists(ckpt_path):
         trainer.resume(ckpt_path)
         log(f"resumed from {ckpt_path}: phase {trainer.state.phase}, global step {trainer.state.global_step}")
-    elif args.base_init_from:
+        return True
+    if args.base_init_from:
         trainer.load_base_init(args.base_init_from)
     elif args.resume:
         log(f"--resume: no checkpoint in {args.save_dir}, starting a new run")
+    return False
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def write_config(args, cfg, resumed):
+    """``config.json``: the settings of the run as it started. A resume keeps it (its own
+    per-process flags, such as --resume or --stop_after_steps, do not change the run)."""
+    path = os.path.join(args.save_dir, "config.json")
+    if not (resumed and os.path.exists(path)):
+        run_args = {k: v for k, v in vars(args).items() if k not in PER_PROCESS_FLAGS}
+        write_json(path, {"config": public_config(cfg), "args": run_args})
+
+
+def prepare(args, log):
+    """Everything that reads input: config, device, data, model and any checkpoint to start from.
+    Nothing is written here; a bad input is an ``InputError``."""
     check_args(args)
     cfg = load_config(args.config, args.set, {k: getattr(args, k) for k in FLAG_KEYS})
+    check_replay_fits(args, cfg)
     set_cpu_threads(args.num_threads)
     device = resolve_device(args.device)
-    os.makedirs(args.save_dir, exist_ok=True)
-    log = RunLog(args.save_dir)
     log(f"vqa_trainer: mode {args.mode}, config {cfg['_source']}, order {args.data_order}, seed {args.seed}, "
         f"save_dir {args.save_dir}")
     data = VQAStreamData(args, cfg, device, log)
@@ -149,19 +211,27 @@ def main(argv=None):
         raise TrainerError(f"the base-initialisation chunk is empty (boundaries {data.boundaries}); "
                            f"use more training questions")
     trainer = Trainer(args, cfg, data, device, log)
-    start(trainer, args, log)
-    write_json(os.path.join(args.save_dir, "config.json"), {"config": public_config(cfg), "args": vars(args)})
+    resumed = start(trainer, args, log)
+    return cfg, trainer, resumed
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    log = StartupLog()
+    cfg, trainer, resumed = prepare(args, log)
+    log.open(args.save_dir)
+    write_config(args, cfg, resumed)
     if trainer.state.phase == "done":
         log("the run is already complete")
         trainer.write_results(complete=True)
         return 0
-    begin = time.time()
     try:
         trainer.run()
     except StopRun:
         log(f"stopped after {trainer.state.global_step} steps (checkpoint saved); continue with --resume")
         return 0
-    log(f"done in {time.time() - begin:.1f} s; results in {os.path.join(args.save_dir, 'results.json')}")
+    log(f"done in {trainer.elapsed():.1f} s of run time (all processes of this run; startup not counted); "
+        f"results in {os.path.join(args.save_dir, 'results.json')}")
     return 0
 
 

@@ -97,6 +97,9 @@ class SMAC(nn.Module):
     (channels last, locations row-major), ``ql`` int64 [B] question lengths. Returns logits [B, classes]."""
 
     freeze_embedding_by_default = True
+    # The control unit's attention runs over all T positions of the padded batch (no mask), so a
+    # question's prediction depends on the longest question evaluated with it.
+    eval_depends_on_batch = True
 
     def __init__(self, ntoken, num_classes, emb_dim=300, dim=512, max_step=12, dropout=0.15,
                  cnn_feat_size=1024, embedding_dropout=False):

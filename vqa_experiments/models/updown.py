@@ -61,6 +61,7 @@ class UpDown(nn.Module):
     """Inputs: ``q`` int64 [B, L], ``v`` float [B, locations, cnn_feat_size], ``ql`` int64 [B]."""
 
     freeze_embedding_by_default = False
+    eval_depends_on_batch = False  # each question's prediction is its own
 
     def __init__(self, ntoken, num_classes, emb_dim=300, lstm_out=512, bidirectional=True,
                  cnn_feat_size=2048, num_hidden=1024, num_attn_hops=2, attention_hidden=1024,

@@ -11,7 +11,7 @@ import numpy as np
 
 from remind.feature_store import encode_store, fit_quantizer, open_feature_store, sample_map_vectors
 from vqa_experiments.stream_order import stream_boundaries, stream_order
-from vqa_experiments.vqa_data import (VQADataError, dataset_files, image_index_from_iids,
+from vqa_experiments.vqa_data import (VQADataError, dataset_files, image_index_from_iids, quantizer_digest,
                                       load_h5_attrs, load_questions)
 
 PQ_TRAIN_SETS = ("reference", "base_init")
@@ -96,7 +96,8 @@ def fit_and_encode(dataset, data_dir, orders, train_set="reference", num_codeboo
             del x
             pq.save(out["pq"])
             attrs = {"dataset": dataset, "order": order, "pq_train_set": train_set,
-                     "pq_file": os.path.basename(out["pq"]), "num_train_images": len(rows),
+                     "pq_file": os.path.basename(out["pq"]), "pq_sha256": quantizer_digest(pq),
+                     "num_train_images": len(rows),
                      "num_train_vectors": len(rows) * H * W,
                      "feature_shape": np.asarray([H, W, C], dtype=np.int64),
                      "num_codebooks": num_codebooks, "nbits": nbits, **kept_attrs}

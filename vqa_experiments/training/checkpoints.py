@@ -69,11 +69,16 @@ def load(trainer, path, kind):
     return ckpt
 
 
-def restore(trainer, ckpt):
+def restore(trainer, ckpt, path):
     """Put a loaded checkpoint's weights, buffer (if it has one), evaluations and RNG states into
     the trainer; returns its ``TrainerState`` as a dict."""
-    trainer.model.load_state_dict(ckpt["model"])
-    trainer.optimizer.load_state_dict(ckpt["optimizer"])
+    try:
+        trainer.model.load_state_dict(ckpt["model"])
+        trainer.optimizer.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as err:  # e.g. a classifier of another answer-table size
+        first = str(err).strip().splitlines()
+        raise TrainerError(f"{path}: the checkpoint's network does not fit this run's model "
+                           f"({first[-1].strip() if first else type(err).__name__})") from None
     if trainer.ema is not None:
         trainer.ema.net.load_state_dict(ckpt["ema"])
     if trainer.buffer is not None and ckpt.get("buffer") is not None:

@@ -5,8 +5,8 @@ import torch
 
 from vqa_experiments.stream_order import stream_boundaries, stream_order
 from vqa_experiments.training.config import TrainerError
-from vqa_experiments.vqa_data import (dataset_files, load_codes, load_dictionary, load_lut, load_pq,
-                                      load_questions)
+from vqa_experiments.vqa_data import (check_codes_match_quantizer, dataset_files, load_codes, load_dictionary,
+                                      load_h5_attrs, load_lut, load_pq, load_questions)
 
 FILE_KEYS = ("train", "val", "codes", "pq", "dictionary", "lut", "embedding")
 COLUMNS = ("qid", "iid", "aidx", "qtypeidx", "qseq", "qlen")
@@ -45,6 +45,17 @@ def select_train_rows(train, cfg, num_classes, path, log):
     return {k: v[keep] for k, v in train.items()}, int((~keep).sum())
 
 
+def check_table_matches_lut(table, lut, path, lut_path):
+    """Every answer and type index of a question table must lie in the answer/type table (-1:
+    unknown); else the tables come from different preprocessing runs."""
+    for column, key, what in (("aidx", "a2idx", "answer"), ("qtypeidx", "qtype2idx", "question type")):
+        values, size = table[column], len(lut[key])
+        if len(values) and (values.min() < -1 or values.max() >= size):
+            bad = int(values.max() if values.max() >= size else values.min())
+            raise TrainerError(f"{path}: {what} index {bad} is outside the {size} entries of {key} in {lut_path}; "
+                               f"the question table and the answer/type table come from different data")
+
+
 class VQAStreamData:
     """Question tables in memory (train rows in streaming order), image codes + PQ on the device."""
 
@@ -58,6 +69,8 @@ class VQAStreamData:
         self.type_names = list(self.lut["idx2qtype"])
         train = load_questions(files["train"], columns=COLUMNS)
         val = load_questions(files["val"], columns=COLUMNS)
+        for name, table in (("train", train), ("val", val)):
+            check_table_matches_lut(table, self.lut, files[name], files["lut"])
         codes, image_index = self._load_codes(cfg)
         train, dropped = select_train_rows(train, cfg, self.num_classes, files["train"], log)
         order = stream_order(train["qtypeidx"], args.data_order)
@@ -85,9 +98,7 @@ class VQAStreamData:
         files = self.files
         codes, image_index = load_codes(files["codes"])
         self.pq = load_pq(files["pq"], device=self.device)
-        if codes.shape[-1] != self.pq.M:
-            raise TrainerError(f"{files['codes']}: codes have {codes.shape[-1]} sub-codes but the quantizer "
-                               f"{files['pq']} has {self.pq.M} codebooks")
+        check_codes_match_quantizer(files["codes"], codes, load_h5_attrs(files["codes"]), self.pq, files["pq"])
         self.map_shape = tuple(int(s) for s in codes.shape[1:3])
         self.feat_dim = int(self.pq.d)
         if cfg["model"] == "s_mac" and self.map_shape[0] != self.map_shape[1]:

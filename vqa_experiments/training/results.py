@@ -19,11 +19,21 @@ def rehearsal_info(args, cfg, mode):
             "num_rehearsal_samples": cfg["num_rehearsal_samples"]}
 
 
-def run_summary(args, cfg, data, mode, evaluations, complete):
-    """What ``results.json`` holds: the run's settings, its data sizes and the evaluations so far."""
+def describe_embedding_init(info):
+    """One phrase for the log: which word-embedding init a model got."""
+    if info["kind"] == "file":
+        return f"init from {info['path']} {tuple(info['shape'])}, <unk> row {info['unk_row']}"
+    if info["kind"] == "normal":
+        return f"N(0, {info['std']}^2) init, seed {info['seed']}"
+    return "PyTorch's default N(0, 1) init"
+
+
+def run_summary(args, cfg, data, mode, evaluations, complete, embedding_init=None):
+    """What ``results.json`` holds: the run's settings, its data sizes, the word-embedding init
+    (file path and shape, 'normal' or 'default') and the evaluations so far."""
     return {
         "mode": mode, "dataset": cfg["dataset"], "data_order": args.data_order,
-        "seed": args.seed, "config": public_config(cfg),
+        "seed": args.seed, "config": public_config(cfg), "embedding_init": embedding_init,
         "rehearsal": rehearsal_info(args, cfg, mode),
         "num_train": data.num_train, "num_val": data.num_val,
         "boundaries": data.boundaries, "num_types": data.num_types,

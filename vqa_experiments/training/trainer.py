@@ -6,15 +6,18 @@ import os
 import time
 from typing import Optional
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from remind.runtime import progress_disabled
 from remind.streaming import StreamingStep, StreamItem
+from vqa_experiments.stream_order import reference_val_batches
 from vqa_experiments.models import count_parameters
 from vqa_experiments.training import checkpoints
 from vqa_experiments.training.network import build_network, make_optimizer
-from vqa_experiments.training.results import run_summary, write_predictions, write_results
+from vqa_experiments.training.results import (describe_embedding_init, run_summary, write_predictions,
+                                                     write_results)
 from vqa_experiments.training.step import EMA, make_buffer, minibatch_update, question_step_parts
 from vqa_experiments.vqa_metrics import vqa_accuracy_report
 
@@ -30,6 +33,7 @@ class TrainerState:
     t: int = 0                             # stream position (questions streamed)
     subset: int = 0                        # --full: prefixes finished
     global_step: int = 0                   # optimizer steps of the run
+    run_seconds: float = 0.0               # run time up to this checkpoint, over every process of the run
 
     def reset_epochs(self):
         self.epoch, self.perm, self.batch_pos = 0, None, 0
@@ -40,16 +44,28 @@ class StopRun(Exception):
 
 
 @torch.no_grad()
-def predict(net, data, batch_size):
-    """Predicted answer indices for the whole validation split (the network's mode is restored)."""
+def predict(net, data, batch_size, batches=None):
+    """Predicted answer indices for the whole validation split, in row order (the network's mode
+    is restored). ``batches``: lists of row indices to evaluate together (default: consecutive
+    chunks of ``batch_size`` rows in file order)."""
     was_training = net.training
     net.eval()
-    preds = []
-    for start in range(0, data.num_val, batch_size):
-        q, v, ql = data.inputs("val", torch.arange(start, min(start + batch_size, data.num_val)))
-        preds.append(net(q, v, ql).argmax(dim=1).cpu())
+    if batches is None:
+        batches = [np.arange(s, min(s + batch_size, data.num_val)) for s in range(0, data.num_val, batch_size)]
+    preds = np.empty(data.num_val, dtype=np.int64)
+    for rows in batches:
+        q, v, ql = data.inputs("val", torch.as_tensor(rows, dtype=torch.int64))
+        preds[rows] = net(q, v, ql).argmax(dim=1).cpu().numpy()
     net.train(was_training)
-    return torch.cat(preds).numpy()
+    return preds
+
+
+def val_batches(model, data, data_order, batch_size):
+    """The reference's validation batches for a model whose predictions depend on the batch
+    (S-MAC: the padded question length), else None (file order; the result is the same)."""
+    if not getattr(type(model), "eval_depends_on_batch", False):
+        return None
+    return reference_val_batches(data.val_qtype, data.split["val"]["ql"].numpy(), data_order, batch_size)
 
 
 class Trainer:
@@ -59,22 +75,24 @@ class Trainer:
         self.save_dir = args.save_dir
         self.b0 = data.boundaries[0]
         self.boundary_set = set(data.boundaries)
-        self.last_checkpoint_time = time.time()
+        self.last_checkpoint_time = self.process_start = time.time()
         self.evaluations = []
         self.state = TrainerState()
         self.epoch_gen = torch.Generator().manual_seed(args.seed + 1)
         self.buffer = make_buffer(args) if self.mode == "remind" else None
         self.build_model()
+        self.val_batches = val_batches(self.model, data, args.data_order, cfg["val_batch_size"])
 
     def build_model(self):
         """A fresh model, optimizer, EMA copy and streaming step (again per prefix with --full)."""
         cfg = self.cfg
-        self.model, frozen = build_network(cfg, self.data, self.args.seed, self.device)
+        self.model, frozen, self.embedding_init = build_network(cfg, self.data, self.args.seed, self.device)
         self.optimizer = make_optimizer(self.model, cfg["lr"])
         self.ema = EMA(self.model, cfg["ema_decay"]) if self.args.use_exponential_averaging else None
         self.log(f"model: {cfg['model']} with {count_parameters(self.model):,} parameters "
                  f"({count_parameters(self.model, trainable_only=True):,} trainable), embedding "
-                 f"{'frozen' if frozen else 'trainable'} ({cfg['embedding_init']} init), device {self.device}")
+                 f"{'frozen' if frozen else 'trainable'} ({describe_embedding_init(self.embedding_init)}), "
+                 f"device {self.device}")
         self.parts = question_step_parts(self.model, self.optimizer, self.data, self.buffer,
                                          cfg["num_rehearsal_samples"], None if self.ema is None else self.ema.update)
         self.step = StreamingStep(self.parts, self.buffer, self.device)
@@ -83,7 +101,8 @@ class Trainer:
     def evaluate(self, tag, **info):
         """Evaluate (the EMA copy if any) on the whole validation set; record and write results."""
         data = self.data
-        preds = predict(self.model if self.ema is None else self.ema.net, data, self.cfg["val_batch_size"])
+        preds = predict(self.model if self.ema is None else self.ema.net, data, self.cfg["val_batch_size"],
+                        self.val_batches)
         report = vqa_accuracy_report(preds, data.val_aidx, data.val_qtype, data.num_types, data.type_names)
         self.evaluations.append({"tag": tag, "mode": self.mode, **info, "global_step": self.state.global_step,
                                  **report})
@@ -95,23 +114,35 @@ class Trainer:
 
     def write_results(self, complete):
         write_results(self.save_dir, run_summary(self.args, self.cfg, self.data, self.mode, self.evaluations,
-                                                 complete))
+                                                 complete, self.embedding_init))
 
     # ------------------------------------------------------------------------ checkpoints
+    def elapsed(self):
+        """Run time so far: what the checkpoint this process started from had recorded, plus this
+        process's time (work lost to a crash after the last checkpoint is not counted)."""
+        return self.state.run_seconds + time.time() - self.process_start
+
+    def sync_clock(self):
+        """Fold this process's time into the state (before it is checkpointed)."""
+        now = time.time()
+        self.state.run_seconds, self.process_start = self.elapsed(), now
+
     def save(self):
+        self.sync_clock()
         checkpoints.save(self, os.path.join(self.save_dir, checkpoints.CHECKPOINT_PATH), checkpoints.RUN_KIND,
                          with_buffer=True)
         self.last_checkpoint_time = time.time()
 
     def resume(self, path):
         ckpt = checkpoints.load(self, path, checkpoints.RUN_KIND)
-        self.state = TrainerState(**checkpoints.restore(self, ckpt))
+        self.state = TrainerState(**checkpoints.restore(self, ckpt, path))
+        self.process_start = time.time()
 
     def load_base_init(self, src_dir):
         """Start streaming from the base initialisation another run saved with the same settings."""
         path = os.path.join(src_dir, checkpoints.BASE_INIT_NAME)
         ckpt = checkpoints.load(self, path, checkpoints.BASE_INIT_KIND)
-        self.state = TrainerState(**checkpoints.restore(self, ckpt))
+        self.state = TrainerState(**checkpoints.restore(self, ckpt, path))
         for r in self.evaluations:
             r["mode"] = self.mode
         self.state.phase, self.state.t = "stream", 0
@@ -203,6 +234,7 @@ class Trainer:
         self.run_epochs(self.b0, "base_init", "base_init", final_boundary=self.b0)
         st.phase, st.t = "stream", 0
         st.reset_epochs()
+        self.sync_clock()
         checkpoints.save(self, os.path.join(self.save_dir, checkpoints.BASE_INIT_NAME), checkpoints.BASE_INIT_KIND,
                          with_buffer=False)
         self.save()
