@@ -10,9 +10,27 @@ when the streaming script has them, --ckpt_label_space (default None: from the c
 --eval_resize_ratio (default 256/224)."""
 import os
 
+import h5py
+
 from image_classification_experiments.extract_features import FeatureSettings, extract_base_init_features
 from image_classification_experiments.imagenet_data import DEFAULT_EVAL_RESIZE_RATIO
 from image_classification_experiments.fit_pq import fit_and_encode
+from image_classification_experiments.imagenet_folders import DataError
+
+
+def check_cached_ratio(args):
+    """The cached features must come from the evaluation transform this run uses: codes of
+    differently cropped images would silently mix two transforms in one buffer. (A features file
+    made before the ratio was recorded used the default.)"""
+    features_file = os.path.join(args.base_init_dir, "base_init_features.h5")
+    if not os.path.isfile(features_file):
+        return
+    with h5py.File(features_file, "r") as f:
+        cached = float(f.attrs.get("eval_resize_ratio", DEFAULT_EVAL_RESIZE_RATIO))
+    wanted = getattr(args, "eval_resize_ratio", DEFAULT_EVAL_RESIZE_RATIO)
+    if cached != wanted:
+        raise DataError(f"{features_file} was extracted with --eval_resize_ratio {cached:g}, this run uses "
+                        f"{wanted:g}; pass the same ratio, or another --base_init_dir to build a new cache")
 
 
 def ensure_base_init_cache(args, log):
@@ -20,6 +38,7 @@ def ensure_base_init_cache(args, log):
     pq_file = os.path.join(args.base_init_dir, "pq.npz")
     codes_file = os.path.join(args.base_init_dir, "base_init_codes.h5")
     if os.path.isfile(pq_file) and os.path.isfile(codes_file):
+        check_cached_ratio(args)
         log(f"base init: using cached {codes_file} and {pq_file}")
         return pq_file, codes_file
     log(f"base init: no cached codes in {args.base_init_dir}; extracting features and fitting the PQ")

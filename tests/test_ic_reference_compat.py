@@ -116,6 +116,17 @@ def test_other_resize_ratio_rebuilds_the_features(tiny, tmp_path):
     assert "made from other inputs; rebuilding" in proc.stdout and not np.array_equal(default, whole)
     with h5py.File(tmp_path / "base_init_features.h5", "r") as f:
         assert f.attrs["eval_resize_ratio"] == 1.0 and f.attrs["resize"] == 32
+    # The streaming script's cache refuses features of another transform than its own.
+    from argparse import Namespace
+
+    from image_classification_experiments.base_init_cache import ensure_base_init_cache
+    from image_classification_experiments.imagenet_folders import DataError
+
+    for name in ("pq.npz", "base_init_codes.h5"):
+        (tmp_path / name).touch()
+    with pytest.raises(DataError, match="extracted with --eval_resize_ratio 1, this run uses 1.14286"):
+        ensure_base_init_cache(Namespace(base_init_dir=str(tmp_path)), print)
+    ensure_base_init_cache(Namespace(base_init_dir=str(tmp_path), eval_resize_ratio=1.0), print)
 
 
 # ---------------------------------------------------------------------------- pytorch-examples flags
