@@ -47,7 +47,7 @@ RUN_DEFINING = ("classifier_ckpt", "extract_features_from", "classifier", "num_c
                 "base_init_classes", "class_increment", "streaming_max_class",
                 "num_codebooks", "codebook_size", "rehearsal_samples", "max_buffer_size", "lr_mode",
                 "lr_step_size", "start_lr", "end_lr", "samples_per_class", "weight_decay",
-                "random_resized_crops", "use_mixup", "mixup_alpha", "image_size", "seed",
+                "random_resized_crops", "use_mixup", "mixup_alpha", "image_size", "eval_resize_ratio", "seed",
                 "max_per_class")
 
 
@@ -96,6 +96,7 @@ def add_project_arguments(p):
     p.add_argument("--base_init_dir", default=None,
                    help="cache of extract_features.py / fit_pq.py (default: <save_dir>/base_init)")
     p.add_argument("--image_size", type=int, default=224)
+    data.add_eval_resize_argument(p)  # the val and stream transform, as in extract_features.py
     p.add_argument("--num_workers", type=int, default=8)
     p.add_argument("--val_labels_csv", default=None, help="LOC_val_solution.csv for a flat val folder")
     p.add_argument("--skip_corrupt_images", action="store_true")
@@ -137,11 +138,12 @@ class ImageNetStream:
 
     def __init__(self, args, tally):
         self.args = args
+        self.transform = data.val_transform(args.image_size, args.eval_resize_ratio)
         self.train = data.load_split(args.images_dir, "train", args.label_dir)[:2]
         val_samples, val_labels, _ = data.load_split(args.images_dir, "val", args.label_dir, args.val_labels_csv)
         self.val = EvalCodes(
-            lambda lo, hi: data.ClassRangeDataset(val_samples, val_labels, lo, hi,
-                                                  data.val_transform(args.image_size), mark_unreadable=True),
+            lambda lo, hi: data.ClassRangeDataset(val_samples, val_labels, lo, hi, self.transform,
+                                                  mark_unreadable=True),
             args.min_class, args, tally, what="val images of classes")
 
     def segments(self):
@@ -151,9 +153,8 @@ class ImageNetStream:
                 for hi in [min(lo + a.class_increment, a.streaming_max_class)]]
 
     def dataset_for(self, segment):
-        return data.ClassRangeDataset(self.train[0], self.train[1], segment.start, segment.end,
-                                      data.val_transform(self.args.image_size), self.args.max_per_class,
-                                      mark_unreadable=True)
+        return data.ClassRangeDataset(self.train[0], self.train[1], segment.start, segment.end, self.transform,
+                                      self.args.max_per_class, mark_unreadable=True)
 
     def evaluate(self, model, max_class):
         """Top-1/top-5 on the seen, base and non-base classes' val images."""
