@@ -31,9 +31,14 @@ optimizer, buffer, stream position, RNG states), so an interrupted run ends with
 as an uninterrupted one.
 
 Deviations from the reference, all deliberate: the replay buffer holds true stream positions (the
-reference used a running counter over length-sorted chunks); batches are not sorted by question
-length (packing does not need it); ``--seed`` makes runs repeatable; checkpoints/resume exist; the
-EMA option also averages during streaming; the offline modes work.
+reference used a running counter over length-sorted chunks); training batches are not sorted by
+question length (packing does not need it); ``--seed`` makes runs repeatable; checkpoints/resume
+exist; the EMA option also averages during streaming; the offline modes work. S-MAC, whose
+predictions depend on the padded length of the batch, is evaluated in the reference's validation
+batches (``stream_order.reference_val_batches``); UpDown's predictions do not depend on the batch.
+
+Every input (flags, config, data files, the checkpoint to start from) is checked before anything is
+written; a bad one is one line ``vqa_trainer: error: ...`` and exit status 2.
 """
 import argparse
 import os
