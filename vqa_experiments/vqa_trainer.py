@@ -42,20 +42,17 @@ written; a bad one is one line ``vqa_trainer: error: ...`` and exit status 2.
 """
 import argparse
 import os
-import sys
 
 import remind  # noqa: F401  (before anything imports torchvision)
-from remind.runtime import RunLog, add_run_arguments, resolve_device, run_cli, set_cpu_threads, write_json
+from remind.runtime import add_run_arguments, resolve_device, run_cli, set_cpu_threads
 from vqa_experiments.training.checkpoints import CHECKPOINT_PATH, LEGACY_CHECKPOINT_NAME
-from vqa_experiments.training.config import FLAG_KEYS, TrainerError, load_config, public_config
+from vqa_experiments.training.config import FLAG_KEYS, TrainerError, load_config
 from vqa_experiments.training.data import FILE_KEYS, VQAStreamData
+from vqa_experiments.training.run_folder import StartupLog, write_config
 from vqa_experiments.training.trainer import StopRun, Trainer
 
 EMBEDDING_FILE_HELP = ("word-embedding init for embedding_init 'file' (default: <data_dir>/embedding_init_300d_<ds>.npy); "
                        "a matrix without the <unk> row (the reference's glove6b_init_300d_<ds>.npy) gets a zero one")
-# Flags that only steer one process of a run: not part of config.json (a resumed run's is the same).
-PER_PROCESS_FLAGS = ("resume", "stop_after_steps", "progress", "num_threads", "checkpoint_interval",
-                     "checkpoint_interval_min")
 
 
 def _add_mode_arguments(p):
@@ -152,32 +149,6 @@ def check_replay_fits(args, cfg):
                            f"step (num_rehearsal_samples); use a buffer of at least {k} or fewer replays")
 
 
-class StartupLog:
-    """The run's log before its folder may be written: lines are printed at once and kept, and
-    go to ``<save_dir>/log.txt`` only once every input has been checked (``open``), so a run
-    that fails on bad input writes nothing."""
-
-    def __init__(self):
-        self.lines, self.run_log = [], None
-
-    def __call__(self, msg):
-        if self.run_log is not None:
-            self.run_log(msg)
-            return
-        from tqdm import tqdm
-
-        tqdm.write(msg)
-        sys.stdout.flush()
-        self.lines.append(msg)
-
-    def open(self, save_dir):
-        os.makedirs(save_dir, exist_ok=True)
-        self.run_log = RunLog(save_dir)
-        with open(self.run_log.path, "a", encoding="utf-8") as f:
-            f.writelines(line + "\n" for line in self.lines)
-        self.lines = []
-
-
 def start(trainer, args, log):
     """Resume, or start from another run's base initialisation, or start afresh; True on a resume."""
     ckpt_path = os.path.join(args.save_dir, CHECKPOINT_PATH)
@@ -190,15 +161,6 @@ def start(trainer, args, log):
     elif args.resume:
         log(f"--resume: no checkpoint in {args.save_dir}, starting a new run")
     return False
-
-
-def write_config(args, cfg, resumed):
-    """``config.json``: the settings of the run as it started. A resume keeps it (its own
-    per-process flags, such as --resume or --stop_after_steps, do not change the run)."""
-    path = os.path.join(args.save_dir, "config.json")
-    if not (resumed and os.path.exists(path)):
-        run_args = {k: v for k, v in vars(args).items() if k not in PER_PROCESS_FLAGS}
-        write_json(path, {"config": public_config(cfg), "args": run_args})
 
 
 def prepare(args, log):
