@@ -86,7 +86,7 @@ def test_resumed_config_json_is_the_first_start(ws, tmp_path):
     fx.run_vqa_main("vqa_trainer.py", *args(ws, save, "--stop_after_steps", "3"), prog="vqa_trainer")
     first = (save / "config.json").read_bytes()
     assert "stop_after_steps" not in json.loads(first)["args"] and "resume" not in json.loads(first)["args"]
-    fx.run_vqa_main("vqa_trainer.py", *args(ws, save, "--resume", "--num_threads", "2"), prog="vqa_trainer")
+    fx.run_vqa_main("vqa_trainer.py", *args(ws, save, "--resume", "--checkpoint_interval", "7"), prog="vqa_trainer")
     assert (save / "config.json").read_bytes() == first
     log = (save / "log.txt").read_text()
     assert log.count("vqa_trainer: mode remind") == 2 and "of run time (all processes of this run" in log
