@@ -50,7 +50,7 @@ from remind import feature_store as fs
 from remind.checkpoint import atomic_write
 from remind.networks import NetworkError, block_after, freeze, load_resnet_weights, read_state_dict, split_resnet
 from remind.offline import OfflineConfig, train_offline
-from remind.runtime import add_run_arguments, default_device, fingerprint, run_cli, write_csv
+from remind.runtime import add_run_arguments, configure_tf32, default_device, fingerprint, run_cli, write_csv
 
 KIND = "remind_core50_stream"
 # Settings that define the run (with the digest of the ordered training frames, ``stream_digest``).
@@ -277,6 +277,7 @@ def stream_run(args, log, tally, frames):
 
 def main(argv=None):
     args = parse_args(argv)
+    configure_tf32(args.tf32)  # TF32 off unless --tf32: the paper's numbers are fp32
     device, log = open_run(args, argv)
     tally = data.UnreadableTally(args.skip_corrupt_images)
     frames = load_frames(args)

@@ -39,7 +39,7 @@ from image_classification_experiments.stream_model import (add_step_arguments, b
                                                            fill_buffer)
 from image_classification_experiments.stream_state import fresh_state, load_state, resume_latest
 from remind.networks import block_after, build_resnet18_split
-from remind.runtime import add_run_arguments, default_device, fingerprint, run_cli
+from remind.runtime import add_run_arguments, configure_tf32, default_device, fingerprint, run_cli
 
 KIND = "remind_ic_stream"  # the run checkpoints' format (latest.pt and remind_model/remind_state_<b>.pt)
 # Settings that define the run: a resume with other values would silently mix two experiments.
@@ -208,6 +208,7 @@ def initial_state(run, model):
 
 def main(argv=None):
     args = parse_args(argv)
+    configure_tf32(args.tf32)  # TF32 off unless --tf32: the paper's numbers are fp32
     device, log = open_run(args, argv)
     tally = data.UnreadableTally(args.skip_corrupt_images)
     run = stream_run(args, log, tally)

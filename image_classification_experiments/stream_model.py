@@ -38,7 +38,9 @@ def add_step_arguments(p, samples_per_class=1300):
     p.add_argument("--samples_per_class", type=int, default=samples_per_class,
                    help="samples over which the per-class lr decays from start_lr to end_lr")
     # augmentation
-    p.add_argument("--random_resized_crops", action="store_true")
+    p.add_argument("--random_resized_crops", "--use_random_resized_crops", dest="random_resized_crops",
+                   action="store_true", help="latent random resized crops (--use_random_resized_crops: "
+                   "the reference's spelling)")
     p.add_argument("--use_mixup", action="store_true")
     p.add_argument("--mixup_alpha", type=float, default=0.1)
 

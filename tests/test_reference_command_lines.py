@@ -52,7 +52,6 @@ def latent_crops(args):
     return bool(getattr(args, "random_resized_crops", False) or getattr(args, "use_random_resized_crops", False))
 
 
-@pytest.mark.xfail(strict=True, reason="stream-side alias pending")
 def test_reference_imagenet_experiment_line(in_tmp):
     from image_classification_experiments import imagenet_experiment
 
