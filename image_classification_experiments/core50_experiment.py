@@ -59,7 +59,7 @@ RUN_DEFINING = ("weights", "weights_sha256", "extract_features_from", "classifie
                 "image_size", "num_codebooks", "codebook_size", "max_train_vectors", "base_init_epochs",
                 "base_init_lr", "base_init_batch_size", "rehearsal_samples", "max_buffer_size", "lr_mode",
                 "lr_step_size", "start_lr", "end_lr", "samples_per_class", "weight_decay",
-                "random_resized_crops", "use_mixup", "mixup_alpha", "stream_digest")
+                "random_resized_crops", "use_mixup", "mixup_alpha", "stream_digest", "latent_codec")
 WEIGHTS_HELP = "none (random init), imagenet (torchvision's IMAGENET1K_V1) or a ResNet-18 state_dict file"
 
 
@@ -211,7 +211,8 @@ def base_initialize(run, model, train, indices):
     """Features -> PQ -> codes -> buffer, then F trained on the codes."""
     args, folder = run.args, os.path.join(run.save_dir, "base_init")
     write_base_features(model, train, indices, args, run.tally, os.path.join(folder, "base_init_features.h5"))
-    codes, labels = fill_buffer(model, *fit_base_codes(model, args, folder, run.log), run.log)
+    codes, labels = fill_buffer(model, *fit_base_codes(model, args, folder, run.log), run.log,
+                                stream_items=sum(len(s.indices) for s in run.segments))
     train_f(model, codes, labels, args, run.log)
 
 
@@ -275,9 +276,10 @@ def stream_run(args, log, tally, frames):
                ("base_top1", "base_classes_top1")))
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    configure_tf32(args.tf32)  # TF32 off unless --tf32: the paper's numbers are fp32
+def open_stream(args, argv):
+    """Everything before base initialisation (also the baselines' start, ``baseline_families``):
+    the run opened, the frames read, ordered and the order written, the stream, and the model (G,
+    F, an unfitted quantizer). Returns (run, model, frames)."""
     device, log = open_run(args, argv)
     tally = data.UnreadableTally(args.skip_corrupt_images)
     frames = load_frames(args)
@@ -289,6 +291,14 @@ def main(argv=None):
     run = stream_run(args, log, tally, frames)
     g, f = core50_network(args, args.num_classes)
     model = build_model(args, g, f, args.num_classes, *feature_shape(g, args.image_size), device)
+    return run, model, frames
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    configure_tf32(args.tf32)  # TF32 off unless --tf32: the paper's numbers are fp32
+    run, model, frames = open_stream(args, argv)
+    train, _, order, base, _ = frames
     state = resume_latest(run, model)
     if state is None:
         base_initialize(run, model, train, order[:base])

@@ -48,7 +48,7 @@ RUN_DEFINING = ("classifier_ckpt", "extract_features_from", "classifier", "num_c
                 "num_codebooks", "codebook_size", "rehearsal_samples", "max_buffer_size", "lr_mode",
                 "lr_step_size", "start_lr", "end_lr", "samples_per_class", "weight_decay",
                 "random_resized_crops", "use_mixup", "mixup_alpha", "image_size", "eval_resize_ratio", "seed",
-                "max_per_class")
+                "max_per_class", "latent_codec")
 
 
 def parse_args(argv=None):
@@ -202,7 +202,8 @@ def initial_state(run, model):
         state = load_state(path, run, model)
         run.log(f"resumed from {path}: streaming from class {state['chunk_start']}")
         return state, False
-    fill_buffer(model, *ensure_base_init_cache(args, run.log), run.log)
+    fill_buffer(model, *ensure_base_init_cache(args, run.log), run.log,
+                stream_items=sum(len(s.indices) for s in run.segments))
     return fresh_state(run), True
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from image_classification_experiments.imagenet_folders import DataError
+from image_classification_experiments.stream_codecs import add_codec_argument, codec_kind, fill_codec_buffer, plan_codec
 from remind.model import REMINDModel, StreamingConfig
 from remind.networks import block_after
 from remind.quantizer import ProductQuantizer
@@ -27,6 +28,7 @@ def add_step_arguments(p, samples_per_class=1300):
     # product quantizer
     p.add_argument("--num_codebooks", type=int, default=32)
     p.add_argument("--codebook_size", type=int, default=256)
+    add_codec_argument(p)  # --latent_codec pq|raw|sq8 (stream_codecs)
     # replay
     p.add_argument("--rehearsal_samples", type=int, default=50, help="replayed samples per step")
     p.add_argument("--max_buffer_size", type=int, default=None, help="items (default: unlimited)")
@@ -79,6 +81,12 @@ def build_model(args, g, f, num_classes, channels, side, device):
     """REMINDModel over G and F with an untrained quantizer of ``channels``-dim vectors (replaced
     by the fitted one at base init or from a saved state) and a buffer of ``side`` x ``side`` maps."""
     pq = ProductQuantizer(channels, args.num_codebooks, int(np.log2(args.codebook_size)))
+    if codec_kind(args) != "pq":  # the compression ablation: raw or sq8 latents at the PQ buffer's bytes
+        codec, capacity, plan = plan_codec(args, channels, side)
+        buffer = ReplayBuffer((side, side, codec.M), capacity=capacity, device=device, seed=args.seed + 1)
+        model = REMINDModel(g, f, codec, buffer, num_classes, streaming_config(args), device=device, seed=args.seed)
+        model.codec_plan = plan
+        return model
     buffer = ReplayBuffer((side, side, args.num_codebooks), capacity=args.max_buffer_size, device=device,
                           seed=args.seed + 1)
     return REMINDModel(g, f, pq, buffer, num_classes, streaming_config(args), device=device, seed=args.seed)
@@ -103,9 +111,13 @@ def read_codes(codes_file):
         raise DataError(f"{codes_file}: not a codes file from fit_pq.py ({err})") from None
 
 
-def fill_buffer(model, pq_file, codes_file, log):
+def fill_buffer(model, pq_file, codes_file, log, stream_items=None):
     """Base initialisation: the fitted quantizer replaces the model's, and every base-init item's
-    codes go to the replay buffer. Returns (codes, labels) as stored."""
+    codes go to the replay buffer. Returns (codes, labels) as stored. A --latent_codec raw/sq8 model
+    fits its codec on the base-init features instead (``stream_codecs``; ``stream_items``: the
+    stream's length, which sizes its buffer when --max_buffer_size is unlimited)."""
+    if getattr(model, "codec_plan", None) is not None:
+        return fill_codec_buffer(model, model.codec_plan, pq_file, codes_file, log, stream_items)
     want = model.quantizer
     q = ProductQuantizer.load(pq_file, device=model.device)
     if (q.d, q.M, q.ksub) != (want.d, want.M, want.ksub):
