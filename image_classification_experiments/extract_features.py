@@ -131,10 +131,10 @@ def load_G(s, extract_features_from, samples, labels, label_file, log=print):
 
     The whole base network is loaded with its fc rows mapped to the class order, so a checkpoint
     the streaming model would refuse is refused here too, before any image is read."""
-    class_order = folders.class_order_from_labels(samples, labels, label_file)
+    class_order, class_folders = folders.label_spaces(samples, labels, label_file)
     # Rows for classes past the class order have no images to be features of; G needs none of them.
     num_classes = min(s.num_classes, len(class_order)) if s.num_classes else None
-    model = load_base_network(s.classifier_ckpt, class_order, folders.sample_classes(samples),
+    model = load_base_network(s.classifier_ckpt, class_order, class_folders,
                               num_classes=num_classes, label_space=s.ckpt_label_space,
                               allow_fc_resize=s.allow_fc_resize, log=log)
     G, _ = split_resnet(model, block_after(extract_features_from))

@@ -210,6 +210,12 @@ def class_order_from_labels(samples, labels, where="label file"):
     return order
 
 
+def label_spaces(samples, labels, where="label file"):
+    """(class order, class folders) of a split: the wnid of each label k (row k of this project's
+    checkpoints) and every class folder sorted (ImageFolder's indices: the reference's rows)."""
+    return class_order_from_labels(samples, labels, where), sample_classes(samples)
+
+
 def check_same_class_order(order, other, where):
     """Two splits' label files must give each class the same label (they are made together)."""
     clash = [k for k in range(min(len(order), len(other))) if order[k] != other[k]]

@@ -34,7 +34,7 @@ class EvalCodes:
     def __init__(self, dataset_between, start, args, tally, what="evaluation images"):
         self.dataset_between, self.args, self.tally, self.what = dataset_between, args, tally, what
         self.start = self.hi = start
-        self.codes, self.targets = [], []
+        self.codes, self.targets, self.indices = [], [], []
 
     def upto(self, model, hi):
         """(codes, targets) of every evaluation image of the keys in [start, hi)."""
@@ -42,15 +42,20 @@ class EvalCodes:
             ds = self.dataset_between(self.hi, hi)
             bar = tqdm(total=len(ds), desc=f"{self.what} {self.hi}-{hi - 1}", unit="img", dynamic_ncols=True,
                        leave=False, disable=progress_disabled(self.args))
-            for codes, y, _ in encode_batches(model, ds, self.args, self.tally, self.what):
+            for codes, y, idx in encode_batches(model, ds, self.args, self.tally, self.what):
                 self.codes.append(codes.cpu())
                 self.targets.append(y)
+                self.indices.append(idx)
                 bar.update(len(y))
             bar.close()
             self.hi = hi
         if not self.codes:
             raise DataError(f"no {self.what} for [{self.start}, {hi})")
         return torch.cat(self.codes), torch.cat(self.targets)
+
+    def sample_indices(self):
+        """The sample index (in the evaluation split) of each row ``upto`` returned last."""
+        return torch.cat(self.indices) if self.indices else torch.empty(0, dtype=torch.long)
 
 
 def score(probs, targets, groups):

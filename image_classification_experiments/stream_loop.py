@@ -49,7 +49,10 @@ class StreamRun:
     """What a family hands the runner.
 
     dataset_for(segment) -> Dataset of ``(image, label, sample index)`` in the segment's order.
-    evaluate(model, point) -> (probs, result dict); ``point`` is a segment's end (or base_point).
+    evaluate(model, point) -> (probs, result dict); ``point`` is a segment's end (or base_point);
+    ``probs``: the softmax tensor, or with ``label_space`` a dict of "probs", "targets" and
+    "sample_indices" (the point's files are then written in the reference's label space too,
+    ``reference_layout``).
     describe(result) -> the point's log line.
     point_files(result) -> (tag, key) naming the point's files (``stream_outputs``).
     """
@@ -69,6 +72,7 @@ class StreamRun:
     plot: PlotSpec
     table: tuple  # ((header, result key), ...): the final table, the first column a point key
     results_extra: dict = dataclasses.field(default_factory=dict)
+    label_space: object = None  # a reference_layout.ReferenceSpace, or None
 
     save_dir = property(lambda self: self.args.save_dir)
     checkpoint_interval = property(lambda self: self.args.checkpoint_interval)

@@ -3,7 +3,9 @@
 In ``--save_dir``, for a point named ``<tag>`` / ``<key>`` by the family (ImageNet:
 ``min_trained_<a>_max_trained_<b>`` / ``<b>``; CORe50: ``samples_seen_<n>`` / ``<n>``): the
 reference's accuracies_<tag>.json (every accuracy so far, one list per metric), preds_<tag>.pth
-(softmax probabilities of every evaluation image), remind_model/remind_classifier_F_<key>.pth
+(softmax probabilities of every evaluation image; with a reference label space, ImageNet's, in the
+reference's layout, and ours beside it in preds_<tag>_ordered.pt: ``reference_layout``),
+remind_model/remind_classifier_F_<key>.pth
 (F and its optimizer) and remind_model/remind_state_<key>.pt (the whole run state); then the run
 summary: results.json, results.csv and accuracy_plot.png.
 """
@@ -24,11 +26,9 @@ def write_outputs(run, model, state, probs, result):
     tag, key = run.point_files(result)
     acc_lists = {k: [float(r[k]) for r in history if r[k] == r[k]] for k in result if k not in run.point_keys}
     write_json(os.path.join(run.save_dir, f"accuracies_{tag}.json"), acc_lists)
-    with atomic_write(os.path.join(run.save_dir, f"preds_{tag}.pth")) as tmp:
-        torch.save(probs, tmp)
+    write_preds(run, tag, probs)
     out = os.path.join(run.save_dir, "remind_model")
-    save_checkpoint(os.path.join(out, f"remind_classifier_F_{key}.pth"),
-                    {"state_dict": model.f.state_dict(), "optimizer": model.optimizer.state_dict()})
+    write_f(run, model, os.path.join(out, f"remind_classifier_F_{key}.pth"))
     save_state(os.path.join(out, f"remind_state_{key}.pt"), run, model, state, keep=1)
     write_json(os.path.join(run.save_dir, "results.json"),
                {"expt_name": run.args.expt_name, "evaluations": history,
@@ -36,6 +36,28 @@ def write_outputs(run, model, state, probs, result):
                 "buffer_bytes": model.buffer.nbytes, **run.results_extra})
     write_csv(os.path.join(run.save_dir, "results.csv"), history, header=list(result))
     plot(run, history)
+
+
+def write_preds(run, tag, preds):
+    """preds_<tag>.pth: the family's softmax probabilities as given; with a reference label space
+    (``run.label_space``), the reference's array there and ours (probabilities in class order,
+    targets, sample indices, class order) in preds_<tag>_ordered.pt."""
+    space = getattr(run, "label_space", None)
+    files = {".pth": preds} if space is None else space.preds_files(preds)
+    for suffix, obj in files.items():
+        with atomic_write(os.path.join(run.save_dir, f"preds_{tag}{suffix}")) as tmp:
+            torch.save(obj, tmp)
+
+
+def write_f(run, model, path):
+    """F and its optimizer under our names (``state_dict``, ``optimizer``; fc rows in the stream's
+    label order); with a reference label space also under the reference's (``model_state_dict``,
+    ``optimizer_state_dict``; alphabetical fc rows) and the class order of our rows."""
+    entries = {"state_dict": model.f.state_dict(), "optimizer": model.optimizer.state_dict()}
+    space = getattr(run, "label_space", None)
+    if space is not None:
+        entries.update(space.reference_f(model.f, model.optimizer), class_order=list(space.class_order))
+    save_checkpoint(path, entries)
 
 
 def plot(run, history):

@@ -1,7 +1,9 @@
-"""Base init and feature extraction as a drop-in for the reference: its pytorch-examples flags do
-what they did (or say what to run instead), our checkpoints record their class order, and a
+"""Base init, feature extraction and the stream as a drop-in for the reference: its pytorch-examples
+flags do what they did (or say what to run instead), our checkpoints record their class order, a
 checkpoint in the reference's layout (alphabetical fc rows, keys under ``model.``) gives the same
-network, accuracy and features as ours, with a shuffled class order."""
+network, accuracy, features and stream as ours, with a shuffled class order, and the stream's
+preds and F files are in the reference's layout (alphabetical columns and rows)."""
+import json
 import os
 import socket
 import subprocess
@@ -11,10 +13,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
+import torchvision
 
 import ic_fixtures as icf
 from image_classification_experiments import imagenet_folders as folders
 from image_classification_experiments.make_numpy_imagenet_label_files import make_label_files
+from image_classification_experiments.reference_layout import load_reference_preds
 from image_classification_experiments.train_base_init_network_from_scratch import (
     DEFAULT_DIST_URL, Dist, parse_args)
 from remind.errors import InputError
@@ -181,3 +185,113 @@ def test_world_of_two_started_by_hand(tiny, tmp_path):
     assert "2 process(es) on cpu" in outs[0][0] and "using gloo on the CPU" in outs[0][0]
     assert outs[1][0] == ""  # only rank 0 reports
     assert torch.load(tmp_path / "best_R.pth", weights_only=True)["class_order"] == ORDER
+
+
+# ---------------------------------------------------------------------------------- the stream
+STREAM = ["--num_classes", 4, "--base_init_classes", 3, "--streaming_min_class", 3, "--streaming_max_class", 4,
+          "--class_increment", 1, "--image_size", 32, "--num_codebooks", 8, "--codebook_size", 8,
+          "--rehearsal_samples", 4, "--use_random_resized_crops", "--use_mixup", "--device", "cpu",
+          "--num_workers", 0, "--batch_size", 8, "--seed", 1, "--progress", "off"]
+
+
+def stream(tiny, ckpt, save_dir, *extra):
+    """imagenet_experiment.py's main on the tiny tree (its base-init cache made in save_dir/base_init)."""
+    return icf.run_main("imagenet_experiment.py", "--images_dir", tiny["data"], "--label_dir", tiny["labels"],
+                        "--classifier_ckpt", ckpt, *STREAM, "--save_dir", save_dir,
+                        "--base_init_dir", os.path.join(save_dir, "base_init"), *extra)
+
+
+@pytest.fixture(scope="module")
+def streamed(tiny, tmp_path_factory):
+    """The same base network in our layout and in the reference's, each streamed."""
+    root = tmp_path_factory.mktemp("ic_ref_stream")
+    out = {"ref_ckpt": save_reference_layout(tiny["ckpt"], root / "reference.pth")}
+    for name, ckpt in (("ours", tiny["ckpt"]), ("ref", out["ref_ckpt"])):
+        out[name] = root / name
+        out[name + "_proc"] = stream(tiny, ckpt, out[name])
+        icf.assert_ok(out[name + "_proc"])
+    return out
+
+
+def results(save_dir):
+    with open(os.path.join(save_dir, "results.json")) as f:
+        return json.load(f)["evaluations"]
+
+
+def test_stream_from_either_layout_gives_the_same_run(streamed):
+    ours, ref = streamed["ours"], streamed["ref"]
+    assert results(ref) == results(ours)  # the base-init accuracy and every point after it
+    assert results(ours)[0]["max_class"] == 3 and results(ours)[0]["seen_classes_top1"] > 25  # not at chance
+    assert "fc rows mapped from alphabetical order to the class order" in streamed["ref_proc"].stdout
+    for point in (3, 4):
+        tag = f"preds_min_trained_0_max_trained_{point}"
+        assert np.array_equal(load_reference_preds(ours / f"{tag}.pth"), load_reference_preds(ref / f"{tag}.pth"))
+        a, b = (torch.load(d / f"{tag}_ordered.pt", weights_only=True) for d in (ours, ref))
+        assert torch.equal(a["probs"], b["probs"]) and torch.equal(a["sample_indices"], b["sample_indices"])
+        a, b = (torch.load(d / "remind_model" / f"remind_classifier_F_{point}.pth", weights_only=True)
+                for d in (ours, ref))
+        assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
+def test_stream_refuses_what_it_cannot_map(tiny, tmp_path):
+    # A checkpoint that does not say its rows: refused with the way out (before any work).
+    plain = tmp_path / "plain.pth"
+    torch.save(torch.load(tiny["ckpt"], weights_only=True)["state_dict"], plain)
+    icf.assert_clean_error(stream(tiny, plain, tmp_path / "a"), "--ckpt_label_space")
+    # More classes than the label files name.
+    icf.assert_clean_error(stream(tiny, tiny["ckpt"], tmp_path / "b", "--num_classes", 5),
+                           "--num_classes 5", "name only 4 classes")
+    # An fc without a row for every class of --num_classes.
+    narrow = torch.load(tiny["ckpt"], weights_only=True)
+    narrow["class_order"] = narrow["class_order"][:3]
+    for key in ("fc.weight", "fc.bias"):
+        narrow["state_dict"][key] = narrow["state_dict"][key][:3]
+    torch.save(narrow, tmp_path / "narrow.pth")
+    icf.assert_clean_error(stream(tiny, tmp_path / "narrow.pth", tmp_path / "c"), "--num_classes 4",
+                           f"no row for class {ORDER[3]!r}", "--allow_fc_resize")
+
+
+def test_preds_file_in_the_reference_layout(tiny, streamed):
+    """Read as the reference's analysis code reads it: a float32 numpy array, rows the val images of
+    the seen classes in ImageFolder order, columns (and targets) ImageFolder's alphabetical indices."""
+    save_dir = streamed["ours"]
+    samples = folders.scan_split(tiny["data"], "val")
+    labels, _ = folders.load_labels(tiny["labels"], "val", samples)
+    imagefolder_targets = np.array([FOLDERS.index(wnid) for _, wnid in samples])
+    for point, evaluation in zip((3, 4), results(save_dir)):
+        tag = f"preds_min_trained_0_max_trained_{point}"
+        preds = torch.load(save_dir / f"{tag}.pth", weights_only=False)  # a trusted file, as the reference
+        assert isinstance(preds, np.ndarray) and preds.dtype == np.float32
+        seen = np.flatnonzero(labels < point)  # ImageFolder order
+        assert preds.shape == (len(seen), len(FOLDERS))
+        ours = torch.load(save_dir / f"{tag}_ordered.pt", weights_only=True)
+        assert ours["class_order"] == ORDER and ours["class_folders"] == FOLDERS
+        row = {int(s): r for r, s in enumerate(ours["sample_indices"])}
+        for r, s in enumerate(seen):
+            for k, wnid in enumerate(ORDER):
+                assert preds[r, FOLDERS.index(wnid)] == ours["probs"][row[s], k]
+        assert np.array_equal(ours["targets"].numpy(), labels[ours["sample_indices"].numpy()])
+        top1 = 100 * np.mean(preds.argmax(1) == imagefolder_targets[seen])
+        assert top1 == pytest.approx(evaluation["seen_classes_top1"])
+
+
+def test_f_file_has_the_reference_keys(streamed):
+    """remind_classifier_F_<b>.pth: the reference's model_state_dict (its module names, alphabetical fc
+    rows) and optimizer_state_dict beside ours."""
+    from remind.networks import split_resnet
+
+    f_file = torch.load(streamed["ours"] / "remind_model" / "remind_classifier_F_4.pth", weights_only=True)
+    ours, ref = f_file["state_dict"], f_file["model_state_dict"]
+    assert set(ref) == {f"model.{k}" for k in ours} and "model.layer4.1.conv1.weight" in ref
+    assert f_file["class_order"] == ORDER
+    for k, wnid in enumerate(ORDER):
+        j = FOLDERS.index(wnid)
+        assert torch.equal(ref["model.fc.weight"][j], ours["fc.weight"][k])
+        assert torch.equal(ref["model.fc.bias"][j], ours["fc.bias"][k])
+    _, f = split_resnet(torchvision.models.resnet18(num_classes=4), "layer4.1")
+    f.load_state_dict({k.removeprefix("model."): v for k, v in ref.items()})
+    opt = torch.optim.SGD(f.parameters(), lr=0.1, momentum=0.9)
+    opt.load_state_dict(f_file["optimizer_state_dict"])
+    fc_w = len(list(f.parameters())) - 2
+    momentum = f_file["optimizer_state_dict"]["state"][fc_w]["momentum_buffer"]
+    assert torch.equal(momentum[FOLDERS.index(ORDER[0])], f_file["optimizer"]["state"][fc_w]["momentum_buffer"][0])
