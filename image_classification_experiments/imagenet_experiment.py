@@ -35,10 +35,11 @@ from image_classification_experiments.base_init_cache import ensure_base_init_ca
 from image_classification_experiments.imagenet_folders import DataError
 from image_classification_experiments.stream_eval import EvalCodes, fmt, predict, score
 from image_classification_experiments.stream_loop import PlotSpec, Segment, StreamRun, open_run, run_stream
+from image_classification_experiments.reference_layout import ReferenceSpace
 from image_classification_experiments.stream_model import (add_step_arguments, build_model, check_step_arguments,
-                                                           fill_buffer)
+                                                           fill_buffer, load_stream_network)
 from image_classification_experiments.stream_state import fresh_state, load_state, resume_latest
-from remind.networks import block_after, build_resnet18_split
+from remind.networks import LABEL_SPACES
 from remind.runtime import add_run_arguments, configure_tf32, default_device, fingerprint, run_cli
 
 KIND = "remind_ic_stream"  # the run checkpoints' format (latest.pt and remind_model/remind_state_<b>.pt)
@@ -81,6 +82,9 @@ def add_reference_arguments(p):
                    help="G's output size (default: from --image_size; 7 at 224 px)")
     p.add_argument("--allow_fc_resize", action="store_true",
                    help="--num_classes differs from the checkpoint's fc: start fc from a random init")
+    p.add_argument("--ckpt_label_space", choices=LABEL_SPACES, default=None,
+                   help="fc row order of a checkpoint that does not record it: class_order (this "
+                        "project's base init) or alphabetical (sorted class folders, the reference's)")
     add_step_arguments(p)
     # streaming setup
     p.add_argument("--num_classes", type=int, default=1000)
@@ -124,12 +128,20 @@ def validate_args(args):
 
 
 # ------------------------------------------------------------------- the ImageNet reader
-def make_model(args, device):
-    """G, F from the checkpoint; the quantizer and buffer come from the base-init cache or a state."""
-    g, f = build_resnet18_split(args.classifier_ckpt, block_after(args.extract_features_from),
-                                args.num_classes, args.allow_fc_resize)
+def make_model(args, device, run=None):
+    """G, F from the checkpoint, the fc rows in the run's class order (``run.label_space``; without
+    a run, from the label files); the quantizer and buffer come from the base-init cache or a state."""
+    space = run.label_space if run is not None else train_label_space(args)
+    g, f = load_stream_network(args, space.label_classes, space.class_folders, run.log if run is not None else print)
     side = args.spatial_feat_dim or -(-args.image_size // 32)
     return build_model(args, g, f, args.num_classes, args.num_channels, side, device)
+
+
+def train_label_space(args, train=None):
+    """The run's classes in our label space and the reference's (``train``: the train split's
+    samples and labels, read when not given)."""
+    train = train or data.load_split(args.images_dir, "train", args.label_dir)[:2]
+    return ReferenceSpace(*folders.label_spaces(*train, "the train label file"), args.num_classes)
 
 
 class ImageNetStream:
@@ -140,6 +152,7 @@ class ImageNetStream:
         self.args = args
         self.transform = data.val_transform(args.image_size, args.eval_resize_ratio)
         self.train = data.load_split(args.images_dir, "train", args.label_dir)[:2]
+        self.label_space = train_label_space(args, self.train)
         val_samples, val_labels, _ = data.load_split(args.images_dir, "val", args.label_dir, args.val_labels_csv)
         self.val = EvalCodes(
             lambda lo, hi: data.ClassRangeDataset(val_samples, val_labels, lo, hi, self.transform,
@@ -162,7 +175,8 @@ class ImageNetStream:
         probs = predict(model, codes, self.args)
         base = targets < self.args.base_init_classes
         groups = (("seen_classes", torch.ones_like(base)), ("base_classes", base), ("non_base_classes", ~base))
-        return probs, {"max_class": max_class, **score(probs, targets, groups)}
+        preds = {"probs": probs, "targets": targets, "sample_indices": self.val.sample_indices()}
+        return preds, {"max_class": max_class, **score(probs, targets, groups)}
 
     def describe(self, result):
         a, b = self.args.min_class, result["max_class"]
@@ -180,7 +194,7 @@ def stream_run(args, log, tally):
     return StreamRun(
         args=args, log=log, tally=tally, kind=KIND, run_fingerprint=fingerprint(args, RUN_DEFINING),
         segments=stream.segments(), base_point=args.base_init_classes, dataset_for=stream.dataset_for,
-        evaluate=stream.evaluate, describe=stream.describe,
+        evaluate=stream.evaluate, describe=stream.describe, label_space=stream.label_space,
         point_files=lambda r: (f"min_trained_{args.min_class}_max_trained_{r['max_class']}", r["max_class"]),
         point_keys=("max_class",),
         plot=PlotSpec("max_class", "classes seen", (
@@ -213,7 +227,7 @@ def main(argv=None):
     device, log = open_run(args, argv)
     tally = data.UnreadableTally(args.skip_corrupt_images)
     run = stream_run(args, log, tally)
-    model = make_model(args, device)
+    model = make_model(args, device, run)
     state, fresh = initial_state(run, model)
     return run_stream(run, model, state, fresh)
 

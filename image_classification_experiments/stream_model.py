@@ -13,7 +13,8 @@ import torch
 from image_classification_experiments.imagenet_folders import DataError
 from image_classification_experiments.stream_codecs import add_codec_argument, codec_kind, fill_codec_buffer, plan_codec
 from remind.model import REMINDModel, StreamingConfig
-from remind.networks import block_after
+from remind.networks import (NetworkError, block_after, build_resnet18, freeze, load_base_network, read_state_dict,
+                             split_resnet)
 from remind.quantizer import ProductQuantizer
 from remind.replay_buffer import ReplayBuffer
 
@@ -67,6 +68,33 @@ def check_step_arguments(args):
     if args.codebook_size & (args.codebook_size - 1) or not 2 <= args.codebook_size <= 256:
         raise DataError(f"--codebook_size must be a power of two in 2..256, got {args.codebook_size}")
     return expected
+
+
+def load_stream_network(args, class_order, class_folders, log=print):
+    """(G, F) of the base network --classifier_ckpt, its fc with one row for each of the first
+    --num_classes classes of ``class_order`` (the wnid of each label; ``class_folders``: all class
+    folders sorted), taken by class name from the checkpoint's rows
+    (``remind.networks.load_base_network``): our checkpoints record their class order, the
+    reference's rows are the sorted folders, --ckpt_label_space states it for any other; a wider
+    fc keeps the rows of those classes (logged). With --allow_fc_resize an fc of another size
+    starts from a random init, said loudly."""
+    n = args.num_classes
+    if n > len(class_order):
+        raise NetworkError(f"--num_classes {n}: the label files name only {len(class_order)} classes; pass "
+                           f"--num_classes {len(class_order)} or fewer (and --streaming_max_class at most that)")
+    if args.allow_fc_resize and read_state_dict(args.classifier_ckpt).get("fc.weight", torch.empty(0)).shape[0] != n:
+        model = build_resnet18(n, args.classifier_ckpt, allow_fc_resize=True)
+    else:
+        try:
+            model = load_base_network(args.classifier_ckpt, class_order, class_folders, num_classes=n,
+                                      label_space=getattr(args, "ckpt_label_space", None),
+                                      allow_fc_resize=args.allow_fc_resize, log=log)
+        except NetworkError as err:
+            if "no row for class" not in str(err):
+                raise
+            raise NetworkError(f"--num_classes {n}: {err}, or a --num_classes its fc covers") from None
+    g, f = split_resnet(model, block_after(args.extract_features_from))
+    return freeze(g), f
 
 
 def streaming_config(args):
