@@ -11,9 +11,15 @@ stream (``stream_loop``), the val images of the seen classes as the evaluation, 
 the per-point files. The step, the outputs and the run state are the shared modules'
 (``stream_model``, ``stream_eval``, ``stream_outputs``, ``stream_state``, ``stream_loop``).
 
-Outputs in ``--save_dir``: config.json, log.txt, the reference's per-point files
-(accuracies_min_trained_<a>_max_trained_<b>.json, preds_min_trained_<a>_max_trained_<b>.pth,
-remind_model/remind_classifier_F_<b>.pth, and remind_model/remind_state_<b>.pt, the whole run
+The base network's fc rows are taken by class name in the run's class order (the wnid of each
+label, from the label files and the train folders; ``stream_model.load_stream_network``), so a
+checkpoint of the reference (alphabetical rows) gives the same run as ours.
+
+Outputs in ``--save_dir``: config.json, log.txt, the reference's per-point files in its label
+space (``reference_layout``: accuracies_min_trained_<a>_max_trained_<b>.json,
+preds_min_trained_<a>_max_trained_<b>.pth with alphabetical columns and ImageFolder rows, ours
+beside it in preds_min_trained_<a>_max_trained_<b>_ordered.pt, remind_model/remind_classifier_F_<b>.pth
+under the reference's keys and ours, and remind_model/remind_state_<b>.pt, the whole run
 state in place of the reference's pickled buffer), results.json, results.csv, accuracy_plot.png,
 and checkpoints/latest.pt (with the one before it, latest.1.pt), from which ``--resume`` continues
 exactly where the run stopped.
