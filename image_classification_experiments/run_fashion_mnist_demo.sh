@@ -7,7 +7,9 @@
 #   4. REMIND streams classes 5-9 one image at a time, evaluating after every class (paper defaults:
 #      50 replayed samples, mixup alpha 0.1, latent random resized crops, per-class lr);
 #   5. the fine-tune baseline (same base network, no replay, no mixup, no crops);
-#   6. the table REMIND vs fine-tune (seen-class top-1 after each class) and the plots.
+#   5b. the offline upper bound (F trained on the codes of everything seen so far, at each point);
+#   6. the table REMIND vs fine-tune (seen-class top-1 after each class) and the plots, then the
+#      Omega_all of REMIND and fine-tune against the offline bound.
 # Every variable below can be overridden from the environment, e.g.
 #   SEEDS="0 1 2" bash image_classification_experiments/run_fashion_mnist_demo.sh
 # Relative paths are relative to the repository root (the script runs from there, wherever it is
@@ -35,6 +37,7 @@ NUM_CODEBOOKS="${NUM_CODEBOOKS:-32}"
 CODEBOOK_SIZE="${CODEBOOK_SIZE:-256}"
 REPLAY="${REPLAY:-50}"                     # replayed samples per streaming step
 MIXUP_ALPHA="${MIXUP_ALPHA:-0.1}"
+OFFLINE_EPOCHS="${OFFLINE_EPOCHS:-2}"        # offline bound: epochs of F on the seen codes at each point
 BUFFER_SIZE="${BUFFER_SIZE:-$((NUM_CLASSES * STREAM_PER_CLASS))}"  # replay buffer cap (items)
 LR_STEP="${LR_STEP:-100}"                  # per-class lr: 0.1 -> 0.001 over STREAM_PER_CLASS samples,
                                            # multiplied by a constant every LR_STEP samples (paper: 100)
@@ -85,6 +88,7 @@ fi
 
 RUNS_REMIND=()
 RUNS_FINETUNE=()
+RUNS_OFFLINE=()
 for SEED in $SEEDS; do
   RUN_DIR="$OUT_DIR/seed_$SEED"
   BASE_DIR="$RUN_DIR/base_init"
@@ -126,13 +130,18 @@ for SEED in $SEEDS; do
   step "seed $SEED: fine-tune baseline (no replay, no mixup, no crops)"
   "$PYTHON" "$SCRIPT_DIR/imagenet_experiment.py" "${COMMON[@]}" --expt_name "finetune_fashion_mnist_seed$SEED" \
     --save_dir "$RUN_DIR/finetune" --rehearsal_samples 0
+  step "seed $SEED: offline upper bound (F on the codes seen so far, $OFFLINE_EPOCHS epochs at each point)"
+  "$PYTHON" "$SCRIPT_DIR/offline_experiment.py" --dataset imagenet "${COMMON[@]}" \
+    --expt_name "offline_fashion_mnist_seed$SEED" --save_dir "$RUN_DIR/offline" --offline_epochs "$OFFLINE_EPOCHS" \
+    --rehearsal_samples 0  # replay settings do not concern the offline learner
   if [[ "$KEEP_MODELS" != 1 ]]; then
     # The per-evaluation F/state copies (the reference's remind_model/ files); checkpoints/latest.pt,
     # the predictions and the results stay.
-    rm -rf "$RUN_DIR/remind/remind_model" "$RUN_DIR/finetune/remind_model"
+    rm -rf "$RUN_DIR/remind/remind_model" "$RUN_DIR/finetune/remind_model" "$RUN_DIR/offline/remind_model"
   fi
   RUNS_REMIND+=("$RUN_DIR/remind")
   RUNS_FINETUNE+=("$RUN_DIR/finetune")
+  RUNS_OFFLINE+=("$RUN_DIR/offline")
 done
 
 # ---------------------------------------------------------------------------- 6. summary
@@ -144,6 +153,14 @@ join() { local IFS=,; echo "$*"; }
   --title "Fashion-MNIST: base init on 5 classes, then 1 class at a time"
 "$PYTHON" "$SCRIPT_DIR/compare_runs.py" "REMIND=$(join "${RUNS_REMIND[@]}")" \
   "fine-tune=$(join "${RUNS_FINETUNE[@]}")" --per_seed --markdown > "$OUT_DIR/summary.md"
+for i in "${!RUNS_REMIND[@]}"; do
+  SEED_DIR="$(dirname "${RUNS_REMIND[$i]}")"
+  echo
+  echo "Omega_all against the offline bound, $(basename "$SEED_DIR"):"
+  "$PYTHON" "$SCRIPT_DIR/compute_omega.py" --offline "${RUNS_OFFLINE[$i]}" "REMIND=${RUNS_REMIND[$i]}" \
+    "fine-tune=${RUNS_FINETUNE[$i]}" --markdown "$SEED_DIR/omega.md" --json "$SEED_DIR/omega.json" \
+    --plot "$SEED_DIR/omega_plot.png" --title "Fashion-MNIST $(basename "$SEED_DIR"): REMIND, fine-tune, offline"
+done
 echo
 echo "per-run plots: ${RUNS_REMIND[0]}/accuracy_plot.png (REMIND), ${RUNS_FINETUNE[0]}/accuracy_plot.png (fine-tune)"
 echo "REMIND vs fine-tune plot: $OUT_DIR/comparison_plot.png; table: $OUT_DIR/summary.md, $OUT_DIR/summary.json"

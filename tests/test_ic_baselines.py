@@ -177,3 +177,32 @@ def test_core50_offline_bound_on_codes_and_on_the_whole_network(c50tree):
     run_ok("offline_experiment.py", "--dataset", "core50", "--images_dir", tree, *C50, "--train_whole_network",
            "--offline_epochs", 1, "--offline_batch_size", 32, "--save_dir", whole)
     assert results(whole)["train_whole_network"] and len(results(whole)["evaluations"]) == 3
+
+
+# ------------------------------------------------------------------------------ ablation runner
+def test_ablation_runner_in_a_tiny_configuration(inet, tmp_path):
+    """Two seeds (each its own base network, made here), the mixup factor (on = the reference
+    configuration, off), 3 streamed images per class: a mean +- std table; a rerun reuses it all."""
+    out = tmp_path / "ablation"
+    argv = ["--data_dir", inet["tree"], "--labels_dir", inet["labels"], "--base_root", tmp_path / "none",
+            "--out_dir", out, "--seeds", 0, 1, "--factors", "mixup", "--num_classes", 4, "--base_classes", 2,
+            "--stream_per_class", 3, "--base_per_class", 6, "--image_size", 32, "--base_epochs", 1,
+            "--base_batch", 12, "--reference_codebooks", 8, "--codebook_size", 4, "--reference_replay", 2,
+            "--buffer_cap", 10, "--workers", 0, "--device", "cpu"]
+    proc = run_main("run_ablation.py", *argv)
+    assert_ok(proc)
+    with open(out / "ablation.json") as f:
+        summary = json.load(f)
+    rows = summary["configurations"]
+    assert sorted(e["factors"][0][1] for e in rows.values()) == [False, True]
+    for entry in rows.values():
+        assert [r["seed"] for r in entry["runs"]] == [0, 1]
+        assert all(0 <= r["final"] <= 100 and r["wall_s"] > 0 for r in entry["runs"])
+    table = (out / "ablation.md").read_text()
+    assert "| mixup | on |" in table and "| mixup | off |" in table and " +- " in table and "Machine:" in table
+    for seed in (0, 1):
+        assert os.path.isfile(out / f"seed_{seed}" / "base_init" / "best_ResNet18_base_2.pth")
+    again = run_main("run_ablation.py", *argv)
+    assert_ok(again)
+    assert "seed 0: M8_" not in again.stdout  # finished runs are read, not run again
+    assert (out / "ablation.md").read_text().split("Wall time")[1].split("\n", 1)[1] == table.split("Wall time")[1].split("\n", 1)[1]
