@@ -57,7 +57,7 @@ def parse_baseline_args(argv, add_own, default_expt, description):
         argv = sys.argv[1:]
     if "-h" in argv or "--help" in argv:
         own.print_help()
-        print(f"\nEvery other flag is the streaming script's of --dataset; its help:\n")
+        print("\nEvery other flag is the streaming script's of --dataset; its help:\n")
     mine, rest = own.parse_known_args(argv)
     if not any(a == "--expt_name" or a.startswith("--expt_name=") for a in rest):
         rest = ["--expt_name", f"{default_expt}_{mine.dataset}"] + rest

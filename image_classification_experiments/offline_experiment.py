@@ -25,6 +25,7 @@ the offline recipe and the point. A second run with those settings (another meth
 a rerun after a stop: ``--stop_after_points``) reuses it instead of training again.
 """
 import copy
+import dataclasses
 import os
 
 import torch
@@ -63,8 +64,8 @@ class SeenItems:
     """What the offline learner has seen, grown a segment at a time, and only when a point must
     be trained: codes (or, for the whole network, images) and labels."""
 
-    def __init__(self, prep, whole):
-        self.prep, self.whole, self.done = prep, whole, 0
+    def __init__(self, prep, whole, base=None):
+        self.prep, self.whole, self.base, self.done = prep, whole, base, 0  # base: (codes, labels) on codes
         self.inputs, self.labels = [], []
 
     def _add_dataset(self, ds, desc):
@@ -156,12 +157,11 @@ def main(argv=None):
     config, whole = offline_config(own, args), own.train_whole_network
     cache = own.offline_cache_dir or os.path.join(os.path.dirname(os.path.abspath(args.save_dir)), "offline_cache")
     start, base, digest = start_networks(prep, whole)
-    seen = SeenItems(prep, whole)
-    seen.base = base
+    seen = SeenItems(prep, whole, base)
     state, keys = fresh_state(prep.run), []
-    prep.run.results_extra = {**prep.run.results_extra, "method": "offline", "offline": vars(config),
-                              "train_whole_network": whole, "offline_cache_dir": cache, "cache_keys": keys}
-    prep.run.kind = KIND
+    prep.run = dataclasses.replace(prep.run, kind=KIND, results_extra={
+        **prep.run.results_extra, "method": "offline", "offline": dataclasses.asdict(config),
+        "train_whole_network": whole, "offline_cache_dir": cache, "cache_keys": keys})
     for index, point in offline_points(prep.run):
         if own.stop_after_points is not None and index >= own.stop_after_points:
             prep.log(f"stopped after {index} points; run again to continue (finished points are cached)")
