@@ -158,5 +158,5 @@ def reset_eval_codes(run):
     """Forget the evaluation images' cached codes (when G changes between points)."""
     reader = getattr(run.evaluate, "__self__", None)
     for value in vars(reader).values() if reader is not None else ():
-        if isinstance(value, EvalCodes):
-            value.codes, value.targets, value.hi = [], [], value.start
+        if isinstance(value, EvalCodes):  # back to its state before the first evaluation
+            value.__init__(value.dataset_between, value.start, value.args, value.tally, value.what)

@@ -42,6 +42,8 @@ from remind.replay_buffer import ReplayBuffer
 from remind.runtime import run_cli
 
 KIND = "offline_ic"
+# Part of every point's cache key: bump it when what a cache entry holds (or how a point is scored) changes.
+CACHE_FORMAT = 1
 
 
 def add_offline_arguments(p):
@@ -114,7 +116,7 @@ def train_point(prep, seen, start, config, segments, whole):
 
 def point_key(prep, point, config, whole, quantizer_digest):
     settings = {**fam.point_settings(prep, point), "offline": config, "train_whole_network": whole,
-                "quantizer": None if whole else quantizer_digest}
+                "quantizer": None if whole else quantizer_digest, "cache_format": CACHE_FORMAT}
     return offline_cache_key(settings), settings
 
 

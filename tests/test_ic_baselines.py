@@ -135,6 +135,11 @@ def test_imagenet_offline_bound_is_cached_per_point_and_feeds_omega(inet, inet_f
     assert len(os.listdir(cache2)) == 1
     run_ok("offline_experiment.py", *args)
     assert results(part)["evaluations"] == res["evaluations"]
+    # the whole network on the images (G changes at every point: the val images are encoded again)
+    whole = str(root / "offline_whole")
+    run_ok("offline_experiment.py", "--dataset", "imagenet", *common, "--train_whole_network", "--offline_epochs", 1,
+           "--offline_batch_size", 24, "--save_dir", whole, "--offline_cache_dir", cache)
+    assert [r["max_class"] for r in results(whole)["evaluations"]] == [2, 3, 4] and len(os.listdir(cache)) == 6
     # Omega of the fine-tune and SLDA runs against it (the same points)
     proc = run_main("compute_omega.py", "--offline", full, f"SLDA={inet_slda}", f"fine-tune={inet_finetune}")
     assert_ok(proc)
