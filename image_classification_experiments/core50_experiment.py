@@ -28,7 +28,9 @@ files named by training frames seen (accuracies_samples_seen_<n>.json,
 preds_samples_seen_<n>.pth, remind_model/remind_classifier_F_<n>.pth,
 remind_model/remind_state_<n>.pt), results.json (each evaluation with ``samples_seen`` and
 ``max_class``, the number of classes seen so far), results.csv, accuracy_plot.png, and
-checkpoints/latest.pt for ``--resume``.
+checkpoints/latest.pt for ``--resume`` (``--keep_states K`` keeps the last K per-point states). As
+for ImageNet, every input is checked before the save dir is written and the disk the run needs is
+logged before it starts.
 """
 import argparse
 import hashlib
@@ -42,10 +44,13 @@ from image_classification_experiments import core50_data as c50
 from image_classification_experiments import imagenet_data as data
 from image_classification_experiments.imagenet_folders import DataError, file_sha256
 from image_classification_experiments.stream_eval import EvalCodes, fmt, predict, score
-from image_classification_experiments.stream_loop import PlotSpec, Segment, StreamRun, open_run, run_stream
+from image_classification_experiments.stream_loop import (PlotSpec, Segment, StreamRun, open_run_folder, run_stream,
+                                                          start_run)
 from image_classification_experiments.stream_model import (add_step_arguments, build_model, check_step_arguments,
                                                            feature_shape, fill_buffer)
-from image_classification_experiments.stream_state import fresh_state, resume_latest
+from image_classification_experiments.stream_preflight import (base_cache_bytes, check_base_vectors, check_codebooks,
+                                                               check_run_flags, log_disk_estimate)
+from image_classification_experiments.stream_state import add_state_arguments, fresh_state, resume_latest
 from remind import feature_store as fs
 from remind.checkpoint import atomic_write
 from remind.networks import NetworkError, block_after, freeze, load_resnet_weights, read_state_dict, split_resnet
@@ -68,6 +73,7 @@ def parse_args(argv=None):
     add_core50_arguments(p)
     add_step_arguments(p, samples_per_class=600)
     add_run_arguments(p, checkpoints=True, checkpoint_interval=1000)
+    add_state_arguments(p)  # --keep_states
     args = p.parse_args(argv)
     args.save_dir = args.save_dir or os.path.join("streaming_experiments", args.expt_name)
     args.device = args.device or default_device()
@@ -112,6 +118,7 @@ def validate_args(args):
         raise DataError("need --base_init_epochs >= 0, --base_init_batch_size >= 1 and --base_init_lr > 0")
     if args.frame_step < 1:
         raise DataError(f"--frame_step must be at least 1, got {args.frame_step}")
+    check_run_flags(args)
 
 
 # ---------------------------------------------------------------------------- the network
@@ -273,33 +280,54 @@ def stream_run(args, log, tally, frames):
             ("seen_classes_top1", "seen top-1"), ("base_classes_top1", "base top-1"))),
         table=(("frames_seen", "samples_seen"), ("classes", "max_class"), ("all_top1", "all_classes_top1"),
                ("all_top5", "all_classes_top5"), ("seen_top1", "seen_classes_top1"),
-               ("base_top1", "base_classes_top1")))
+               ("base_top1", "base_classes_top1")),
+        base_items=base, eval_items=lambda point: len(test))
 
 
-def open_stream(args, argv):
-    """Everything before base initialisation (also the baselines' start, ``baseline_families``):
-    the run opened, the frames read, ordered and the order written, the stream, and the model (G,
-    F, an unfitted quantizer). Returns (run, model, frames)."""
-    device, log = open_run(args, argv)
+def prepare_stream(args, argv):
+    """Everything before the run writes a file: the frames read and ordered, the stream, and the
+    model (G, F, an unfitted quantizer). Returns (run, model, frames, config: the settings as parsed)."""
+    config = dict(vars(args))
+    device, log = start_run(args, argv)
     tally = data.UnreadableTally(args.skip_corrupt_images)
     frames = load_frames(args)
     train, test, order, base, points = frames
     args.num_classes = args.num_classes or max(train.classes) + 1
     log(f"CORe50: {len(train)} training frames ({args.ordering}), {len(test)} test frames, {args.num_classes} "
         f"classes; base init on the first {base}, evaluations at {points}")
-    write_stream_order(args.save_dir, train, order)
     run = stream_run(args, log, tally, frames)
     g, f = core50_network(args, args.num_classes)
-    model = build_model(args, g, f, args.num_classes, *feature_shape(g, args.image_size), device)
+    channels, side = feature_shape(g, args.image_size)
+    check_codebooks(channels, args, f"G's channels at --extract_features_from {args.extract_features_from}:")
+    model = build_model(args, g, f, args.num_classes, channels, side, device)
+    return run, model, frames, config
+
+
+def open_files(run, frames, config, resumed):
+    """The run folder (log.txt, config.json) and the stream order, once every input is checked."""
+    open_run_folder(run.args, run.log, config, resumed)
+    write_stream_order(run.save_dir, frames[0], frames[2])
+
+
+def open_stream(args, argv):
+    """Everything before base initialisation (also the baselines' start, ``baseline_families``):
+    ``prepare_stream`` and the run folder opened. Returns (run, model, frames)."""
+    run, model, frames, config = prepare_stream(args, argv)
+    open_files(run, frames, config, resumed=False)
     return run, model, frames
 
 
 def main(argv=None):
     args = parse_args(argv)
     configure_tf32(args.tf32)  # TF32 off unless --tf32: the paper's numbers are fp32
-    run, model, frames = open_stream(args, argv)
+    run, model, frames, config = prepare_stream(args, argv)
     train, _, order, base, _ = frames
-    state = resume_latest(run, model)
+    state = resume_latest(run, model)  # reads only: a state made with other settings stops here
+    if state is None:
+        check_base_vectors(base, model, args)
+    channels = model.quantizer.d
+    log_disk_estimate(run, model, cache_bytes=0 if state else base_cache_bytes(base, model, channels))
+    open_files(run, frames, config, resumed=state is not None)
     if state is None:
         base_initialize(run, model, train, order[:base])
     return run_stream(run, model, state or fresh_state(run), state is None)

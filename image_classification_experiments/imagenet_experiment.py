@@ -20,9 +20,11 @@ space (``reference_layout``: accuracies_min_trained_<a>_max_trained_<b>.json,
 preds_min_trained_<a>_max_trained_<b>.pth with alphabetical columns and ImageFolder rows, ours
 beside it in preds_min_trained_<a>_max_trained_<b>_ordered.pt, remind_model/remind_classifier_F_<b>.pth
 under the reference's keys and ours, and remind_model/remind_state_<b>.pt, the whole run
-state in place of the reference's pickled buffer), results.json, results.csv, accuracy_plot.png,
-and checkpoints/latest.pt (with the one before it, latest.1.pt), from which ``--resume`` continues
-exactly where the run stopped.
+state in place of the reference's pickled buffer; ``--keep_states K`` keeps the last K),
+results.json, results.csv, accuracy_plot.png, and checkpoints/latest.pt (with the one before it,
+latest.1.pt), from which ``--resume`` continues exactly where the run stopped. Every input is
+checked before the save dir is written (``stream_preflight``), and the disk the run needs is
+logged before it starts.
 
 Run states (latest.pt, remind_state_<b>.pt) are run checkpoints of kind ``remind_ic_stream``
 (``remind.runtime``; see ``stream_state``) with the fingerprint of the run-defining settings
@@ -40,11 +42,16 @@ from image_classification_experiments import imagenet_folders as folders
 from image_classification_experiments.base_init_cache import ensure_base_init_cache
 from image_classification_experiments.imagenet_folders import DataError
 from image_classification_experiments.stream_eval import EvalCodes, fmt, predict, score
-from image_classification_experiments.stream_loop import PlotSpec, Segment, StreamRun, open_run, run_stream
+from image_classification_experiments.stream_loop import (PlotSpec, Segment, StreamRun, open_run_folder, run_stream,
+                                                          start_run)
 from image_classification_experiments.reference_layout import ReferenceSpace
 from image_classification_experiments.stream_model import (add_step_arguments, build_model, check_step_arguments,
                                                            fill_buffer, load_stream_network)
-from image_classification_experiments.stream_state import fresh_state, load_state, resume_latest
+from image_classification_experiments.stream_preflight import (base_cache_bytes, check_base_vectors, check_codebooks,
+                                                               check_feature_shape, check_resume_point,
+                                                               check_run_flags, log_disk_estimate)
+from image_classification_experiments.stream_state import (add_state_arguments, fresh_state, load_state,
+                                                           point_state_path, resume_latest)
 from remind.networks import LABEL_SPACES
 from remind.runtime import add_run_arguments, configure_tf32, default_device, fingerprint, run_cli
 
@@ -62,6 +69,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_reference_arguments(p)
     add_project_arguments(p)
+    add_state_arguments(p)  # --keep_states
     args = p.parse_args(argv)
     if args.save_dir is None:
         args.save_dir = os.path.join("streaming_experiments", args.expt_name)
@@ -79,7 +87,9 @@ def add_reference_arguments(p):
     p.add_argument("--images_dir", required=True, help="folder with train/ and val/")
     p.add_argument("--save_dir", default=None, help="default: streaming_experiments/<expt_name>")
     p.add_argument("--resume_full_path", default=None,
-                   help="a save dir of an earlier run: restart from its state after --streaming_min_class")
+                   help="a save dir of an earlier run: restart from its state after --streaming_min_class "
+                        "(its remind_model/remind_state_<streaming_min_class>.pt, which that run's "
+                        "--keep_states may have removed)")
     # network (the split, the quantizer, replay, lr and augmentation: add_step_arguments)
     p.add_argument("--base_arch", default="ResNet18ClassifyAfterLayer4_1", help="G (ResNet-18 only)")
     p.add_argument("--classifier_ckpt", required=True, help="base-init checkpoint")
@@ -131,6 +141,8 @@ def validate_args(args):
         raise DataError(f"--class_increment must be positive, got {args.class_increment}")
     if not os.path.isfile(args.classifier_ckpt):
         raise DataError(f"--classifier_ckpt {args.classifier_ckpt}: file not found")
+    check_run_flags(args)
+    check_codebooks(args.num_channels, args, "--num_channels")
 
 
 # ------------------------------------------------------------------- the ImageNet reader
@@ -160,6 +172,7 @@ class ImageNetStream:
         self.train = data.load_split(args.images_dir, "train", args.label_dir)[:2]
         self.label_space = train_label_space(args, self.train)
         val_samples, val_labels, _ = data.load_split(args.images_dir, "val", args.label_dir, args.val_labels_csv)
+        self.val_labels = val_labels
         self.val = EvalCodes(
             lambda lo, hi: data.ClassRangeDataset(val_samples, val_labels, lo, hi, self.transform,
                                                   mark_unreadable=True),
@@ -207,35 +220,59 @@ def stream_run(args, log, tally):
             ("seen_classes_top1", "seen top-1"), ("seen_classes_top5", "seen top-5"),
             ("base_classes_top1", "base top-1"), ("non_base_classes_top1", "new top-1"))),
         table=(("classes_seen", "max_class"), ("seen_top1", "seen_classes_top1"), ("seen_top5", "seen_classes_top5"),
-               ("base_top1", "base_classes_top1"), ("new_top1", "non_base_classes_top1")))
+               ("base_top1", "base_classes_top1"), ("new_top1", "non_base_classes_top1")),
+        base_items=len(folders.range_indices(stream.train[1], args.min_class, args.base_init_classes,
+                                             args.max_per_class)),
+        eval_items=lambda point: int(((stream.val_labels >= args.min_class) & (stream.val_labels < point)).sum()))
 
 
 def initial_state(run, model):
-    """A resumed state (--resume, or the reference's --resume_full_path), or a fresh one after
-    base initialisation from the cache of extract_features.py / fit_pq.py."""
+    """A resumed state (--resume, or the reference's --resume_full_path), or None for a fresh run.
+    Reads only: a resume's state is checked before the run writes anything."""
     args = run.args
     state = resume_latest(run, model)
     if state is not None:
-        return state, False
+        return state
     if args.resume_full_path is not None:
-        path = os.path.join(args.resume_full_path, "remind_model", f"remind_state_{args.streaming_min_class}.pt")
+        path = point_state_path(args.resume_full_path, args.streaming_min_class)
+        check_resume_point(path, f"--resume_full_path {args.resume_full_path} --streaming_min_class "
+                                 f"{args.streaming_min_class}")
         state = load_state(path, run, model)
         run.log(f"resumed from {path}: streaming from class {state['chunk_start']}")
-        return state, False
-    fill_buffer(model, *ensure_base_init_cache(args, run.log), run.log,
+    return state
+
+
+def base_init_cached(args):
+    return all(os.path.isfile(os.path.join(args.base_init_dir, n)) for n in ("pq.npz", "base_init_codes.h5"))
+
+
+def base_initialize(run, model):
+    """The buffer filled from the cache of extract_features.py / fit_pq.py (made when absent)."""
+    fill_buffer(model, *ensure_base_init_cache(run.args, run.log), run.log,
                 stream_items=sum(len(s.indices) for s in run.segments))
-    return fresh_state(run), True
 
 
 def main(argv=None):
     args = parse_args(argv)
     configure_tf32(args.tf32)  # TF32 off unless --tf32: the paper's numbers are fp32
-    device, log = open_run(args, argv)
+    config = dict(vars(args))
+    device, log = start_run(args, argv)
     tally = data.UnreadableTally(args.skip_corrupt_images)
     run = stream_run(args, log, tally)
     model = make_model(args, device, run)
-    state, fresh = initial_state(run, model)
-    return run_stream(run, model, state, fresh)
+    check_feature_shape(model, args, args.num_channels)
+    state = initial_state(run, model)
+    cached = state is None and base_init_cached(args)
+    if cached:  # reads only: a cache that does not fit the flags stops the run before it writes
+        base_initialize(run, model)
+    build = state is None and not cached
+    if build:
+        check_base_vectors(run.base_items, model, args)
+    log_disk_estimate(run, model, base_cache_bytes(run.base_items, model, args.num_channels) if build else 0)
+    open_run_folder(args, log, config, resumed=state is not None)
+    if build:
+        base_initialize(run, model)
+    return run_stream(run, model, state or fresh_state(run), state is None)
 
 
 if __name__ == "__main__":

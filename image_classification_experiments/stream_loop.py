@@ -10,6 +10,7 @@ family.
 """
 import dataclasses
 import os
+import sys
 import time
 from typing import Callable
 
@@ -21,9 +22,14 @@ from tqdm import tqdm
 from image_classification_experiments.imagenet_folders import DataError
 from image_classification_experiments.stream_eval import encode_batches
 from image_classification_experiments.stream_outputs import print_table, write_outputs
-from image_classification_experiments.stream_state import CheckpointClock, save_latest
+from image_classification_experiments.stream_state import CheckpointClock, run_time, save_latest
 from remind.runtime import (RunLog, command_line, progress_disabled, resolve_device, seed_everything,
                             set_cpu_threads, write_json)
+
+
+# Flags that only steer one process of a run: not in config.json (a resumed run's is the same).
+PER_PROCESS_FLAGS = ("resume", "stop_after_steps", "progress", "num_threads", "checkpoint_interval",
+                     "checkpoint_interval_min")
 
 
 @dataclasses.dataclass
@@ -73,6 +79,8 @@ class StreamRun:
     table: tuple  # ((header, result key), ...): the final table, the first column a point key
     results_extra: dict = dataclasses.field(default_factory=dict)
     label_space: object = None  # a reference_layout.ReferenceSpace, or None
+    base_items: int = 0  # base-init items for the buffer, and evaluation images at a point: the disk
+    eval_items: Callable = lambda point: 0  # estimate (``stream_preflight``)
 
     save_dir = property(lambda self: self.args.save_dir)
     checkpoint_interval = property(lambda self: self.args.checkpoint_interval)
@@ -90,15 +98,56 @@ class StreamRun:
         raise DataError(f"the saved state continues at {start}, which starts no segment of this stream")
 
 
-def open_run(args, argv):
-    """Device, threads, save_dir, log, seeds and config.json: the start of every stream script."""
+class StartupLog:
+    """The run's log before its folder may be written: lines are printed at once and kept, and go
+    to ``<save_dir>/log.txt`` only once every input has been checked (``open``), so a run that
+    fails on bad input writes nothing."""
+
+    def __init__(self):
+        self.lines, self.run_log = [], None
+
+    def __call__(self, msg):
+        if self.run_log is not None:
+            self.run_log(msg)
+            return
+        tqdm.write(msg)
+        sys.stdout.flush()
+        self.lines.append(msg)
+
+    def open(self, save_dir):
+        os.makedirs(save_dir, exist_ok=True)
+        self.run_log = RunLog(save_dir)
+        with open(self.run_log.path, "a", encoding="utf-8") as f:
+            f.writelines(line + "\n" for line in self.lines)
+        self.lines = []
+
+
+def start_run(args, argv):
+    """Device, threads, seeds and the (startup) log: the start of every stream script. Nothing
+    is written until ``open_run_folder``."""
     device = resolve_device(args.device)
     set_cpu_threads(args.num_threads)
-    os.makedirs(args.save_dir, exist_ok=True)
-    log = RunLog(args.save_dir)
+    log = StartupLog()
     seed_everything(args.seed)
     log(f"$ {command_line(argv)}")
-    write_json(os.path.join(args.save_dir, "config.json"), vars(args))
+    return device, log
+
+
+def open_run_folder(args, log, config, resumed):
+    """Once every input is checked: the save dir, log.txt and config.json (``config``: the
+    settings as parsed, less the flags that only steer one process). A run resumed from a
+    checkpoint keeps the config.json it started with."""
+    log.open(args.save_dir)
+    path = os.path.join(args.save_dir, "config.json")
+    if not (resumed and os.path.exists(path)):
+        write_json(path, {k: v for k, v in config.items() if k not in PER_PROCESS_FLAGS})
+
+
+def open_run(args, argv):
+    """``start_run`` and ``open_run_folder`` at once (a script with nothing to check between)."""
+    config = dict(vars(args))
+    device, log = start_run(args, argv)
+    open_run_folder(args, log, config, resumed=False)
     return device, log
 
 
@@ -147,7 +196,7 @@ def run_stream(run, model, state, fresh):
     evaluation; returns the exit status (0, also when stopped by --stop_after_steps)."""
     if fresh:
         record_point(run, model, state, run.base_point)
-    t0, clock = time.time(), CheckpointClock(run)
+    state["since"], clock = time.time(), CheckpointClock(run)
     while state["chunk_start"] < run.end:
         segment = run.segment_at(state["chunk_start"])
         if not stream_segment(run, model, segment, state, clock):
@@ -157,5 +206,5 @@ def run_stream(run, model, state, fresh):
     if run.tally.count:
         run.log(run.tally.summary())
     print_table(run, state["history"])
-    run.log(f"streaming took {time.time() - t0:.1f} s; results in {run.save_dir}")
+    run.log(f"streaming took {run_time(state):.1f} s (all of the run's processes); results in {run.save_dir}")
     return 0

@@ -6,15 +6,17 @@ reference's accuracies_<tag>.json (every accuracy so far, one list per metric), 
 (softmax probabilities of every evaluation image; with a reference label space, ImageNet's, in the
 reference's layout, and ours beside it in preds_<tag>_ordered.pt: ``reference_layout``),
 remind_model/remind_classifier_F_<key>.pth
-(F and its optimizer) and remind_model/remind_state_<key>.pt (the whole run state); then the run
-summary: results.json, results.csv and accuracy_plot.png.
+(F and its optimizer) and remind_model/remind_state_<key>.pt (the whole run state; --keep_states K
+keeps the last K); then the run summary: results.json, results.csv and accuracy_plot.png, the same
+bytes after any number of kills and resumes as in an uninterrupted run (no wall time in them).
 """
+import math
 import os
 
 import torch
 
 from image_classification_experiments.stream_eval import fmt
-from image_classification_experiments.stream_state import save_state
+from image_classification_experiments.stream_state import save_point_state
 from remind.checkpoint import atomic_write, save_checkpoint
 from remind.runtime import write_csv, write_json
 
@@ -29,13 +31,21 @@ def write_outputs(run, model, state, probs, result):
     write_preds(run, tag, probs)
     out = os.path.join(run.save_dir, "remind_model")
     write_f(run, model, os.path.join(out, f"remind_classifier_F_{key}.pth"))
-    save_state(os.path.join(out, f"remind_state_{key}.pt"), run, model, state, keep=1)
+    save_point_state(run, model, state, key)
     write_json(os.path.join(run.save_dir, "results.json"),
                {"expt_name": run.args.expt_name, "evaluations": history,
                 "final": history[-1], "buffer_items": len(model.buffer),
-                "buffer_bytes": model.buffer.nbytes, **run.results_extra})
+                "buffer_bytes": stored_bytes(model.buffer), **run.results_extra})
     write_csv(os.path.join(run.save_dir, "results.csv"), history, header=list(result))
     plot(run, history)
+
+
+def stored_bytes(buffer):
+    """Bytes of the items the buffer holds (each item's codes, label and id): its content, the
+    same after a resume. (``ReplayBuffer.nbytes`` counts the allocated capacity, which depends on
+    how the buffer grew, so it differs between a run and its resume.)"""
+    code_bytes = math.prod(buffer.code_shape) * buffer.code_dtype.itemsize if buffer.code_shape else 0
+    return len(buffer) * (code_bytes + 16)
 
 
 def write_preds(run, tag, preds):
@@ -46,7 +56,8 @@ def write_preds(run, tag, preds):
     files = {".pth": preds} if space is None else space.preds_files(preds)
     for suffix, obj in files.items():
         with atomic_write(os.path.join(run.save_dir, f"preds_{tag}{suffix}")) as tmp:
-            torch.save(obj, tmp)
+            with open(tmp, "wb") as f:  # a Python file: a full disk is ENOSPC, and the bytes do not
+                torch.save(obj, f)      # depend on the temporary file's name
 
 
 def write_f(run, model, path):

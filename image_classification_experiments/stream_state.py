@@ -6,9 +6,15 @@ optimizer, buffer, quantizer, per-class counts, its own generators), the evaluat
 the run-defining settings; a resume with other values of those is refused. The position is
 ``chunk_start`` (the start key of the segment to stream next: ImageNet's first class of the
 chunk, CORe50's stream position) and ``offset`` (items of that segment already streamed).
+``run_seconds`` is the streaming time of every process of the run up to the save (so the final
+"streaming took" line covers a resumed run whole; it is in the log only, never in a results file).
 States of the previous ImageNet version (no format: the settings under "config", torch's
 generator only) are still read.
+
+Per-point states (``remind_model/remind_state_<key>.pt``) are the reference's files, one per
+evaluation point; ``--keep_states K`` keeps only the last K of them (``prune_point_states``).
 """
+import contextlib
 import os
 import time
 
@@ -19,13 +25,50 @@ from remind.errors import InputError
 from remind.runtime import capture_rng, load_run_checkpoint, restore_rng, save_run_checkpoint
 
 LATEST = os.path.join("checkpoints", "latest.pt")
+KEEP_STATES_HELP = ("keep only the last K per-point states remind_model/remind_state_<point>.pt (default: all, "
+                    "as the reference; 0: none). F files are always kept. --resume needs none of them "
+                    "(it uses checkpoints/latest.pt), but --resume_full_path DIR needs DIR's state of the "
+                    "point it restarts from")
+
+
+def add_state_arguments(p):
+    """``--keep_states K``: the disk a stream's per-point states take (see ``KEEP_STATES_HELP``)."""
+    p.add_argument("--keep_states", type=int, default=None, metavar="K", help=KEEP_STATES_HELP)
+
+
+def point_state_path(save_dir, key):
+    return os.path.join(save_dir, "remind_model", f"remind_state_{key}.pt")
+
+
+def run_time(state):
+    """Seconds streamed by every process of the run so far (``since``: this process's start)."""
+    since = state.get("since")
+    return state.get("run_seconds", 0.0) + (time.time() - since if since is not None else 0.0)
 
 
 def save_state(path, run, model, state, keep=2):
     """The whole run state as a run checkpoint (``keep`` newest versions)."""
     save_run_checkpoint(path, run.kind, run.run_fingerprint, {
         "model": model.state_dict(), "history": state["history"], "chunk_start": state["chunk_start"],
-        "offset": state["offset"], "rng": capture_rng()}, keep=keep)
+        "offset": state["offset"], "rng": capture_rng(), "run_seconds": run_time(state)}, keep=keep)
+
+
+def save_point_state(run, model, state, key):
+    """The point's ``remind_state_<key>.pt`` (unless --keep_states 0), then the older ones
+    beyond the last --keep_states removed: at most K + 1 exist at any moment."""
+    keep = getattr(run.args, "keep_states", None)
+    if keep != 0:
+        save_state(point_state_path(run.save_dir, key), run, model, state, keep=1)
+    if keep is not None:
+        prune_point_states(run, state["history"], keep)
+
+
+def prune_point_states(run, history, keep):
+    """Remove the per-point states of every point in ``history`` but the last ``keep``."""
+    keys = [run.point_files(r)[1] for r in history]
+    for key in keys[:max(len(keys) - keep, 0)]:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(point_state_path(run.save_dir, key))
 
 
 def save_latest(run, model, state):
@@ -56,7 +99,7 @@ def load_state(path, run, model):
     else:
         torch.set_rng_state(saved["torch_rng"])
     return {"history": list(saved["history"]), "chunk_start": int(saved["chunk_start"]),
-            "offset": int(saved["offset"])}
+            "offset": int(saved["offset"]), "run_seconds": float(saved.get("run_seconds", 0.0))}
 
 
 def resume_latest(run, model):
@@ -75,7 +118,7 @@ def resume_latest(run, model):
 def fresh_state(run):
     """The state right after base initialisation: nothing evaluated, the first segment next."""
     start = run.segments[0].start if run.segments else run.end
-    return {"history": [], "chunk_start": start, "offset": 0}
+    return {"history": [], "chunk_start": start, "offset": 0, "run_seconds": 0.0}
 
 
 class CheckpointClock:

@@ -116,6 +116,10 @@ def load_resnet_weights(model, state_dict, source="checkpoint", allow_fc_resize=
     if missing:
         raise NetworkError(f"{source}: missing tensor {missing[0]!r}"
                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    extra = [k for k in state_dict if k not in own]  # e.g. a ResNet-34's blocks: another network
+    if extra:
+        raise NetworkError(f"{source}: tensor {extra[0]!r} is not in the model"
+                           + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "") + "; another architecture?")
     loaded = {}
     for name, tensor in own.items():
         value = state_dict[name]
