@@ -88,10 +88,8 @@ def load_state(path, run, model):
     try:
         saved = load_run_checkpoint(path, run.kind, map_location=model.device)
         check_same_run(saved["fingerprint"], run.run_fingerprint, path)
-    except CheckpointError:
-        saved = load_checkpoint(path, map_location=model.device)
-        if not isinstance(saved, dict) or "format" in saved or "config" not in saved:
-            raise
+    except CheckpointError as err:
+        saved = previous_layout(path, model, err)
         check_same_run(saved["config"], run.run_fingerprint, path)
     model.load_state_dict(saved["model"])
     if "rng" in saved:
@@ -100,6 +98,18 @@ def load_state(path, run, model):
         torch.set_rng_state(saved["torch_rng"])
     return {"history": list(saved["history"]), "chunk_start": int(saved["chunk_start"]),
             "offset": int(saved["offset"]), "run_seconds": float(saved.get("run_seconds", 0.0))}
+
+
+def previous_layout(path, model, err):
+    """A state of the previous ImageNet version at ``path``, else ``err`` (the run checkpoint's
+    error, which names every version refused)."""
+    try:
+        saved = load_checkpoint(path, map_location=model.device)
+    except CheckpointError:
+        raise err from None
+    if not isinstance(saved, dict) or "format" in saved or "config" not in saved:
+        raise err
+    return saved
 
 
 def resume_latest(run, model):

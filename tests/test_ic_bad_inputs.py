@@ -190,6 +190,7 @@ def test_a_stream_with_grayscale_palette_and_cmyk_images_runs(ws, tmp_path):
     ("--num_codebooks", 4, "--num_codebooks 8, now 4"),
     ("--rehearsal_samples", 2, "--rehearsal_samples 4, now 2"),
     ("--image_size", 64, "--image_size 32, now 64"),
+    ("--streaming_max_class", 4, "--streaming_max_class 6, now 4"),
     ("--extract_features_from", "layer4.0", "layer4.1"),
 ])
 def test_resume_from_a_checkpoint_of_another_configuration(ws, tmp_path, flag, value, fragment):
@@ -199,6 +200,17 @@ def test_resume_from_a_checkpoint_of_another_configuration(ws, tmp_path, flag, v
     if flag == "--extract_features_from":  # the split moves: F starts at layer4.1
         args = ic_args(ws, extract_features_from="layer4.0", classifier="layer4.1")
     fails("imagenet_experiment.py", [*args, "--resume"], run, "latest.pt", fragment)
+
+
+def test_a_run_whose_checkpoints_are_all_damaged(ws, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(ws["done"], run)
+    for name in ("latest.pt", "latest.1.pt"):
+        path = run / "checkpoints" / name
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+    line = fails("imagenet_experiment.py", [*ic_args(ws), "--resume"], run, "no usable checkpoint among 2 versions")
+    assert "latest.pt: not a readable checkpoint" in line and "latest.1.pt: not a readable checkpoint" in line
 
 
 def test_a_base_network_of_another_configuration(ws, tmp_path):
