@@ -243,9 +243,12 @@ def test_imagenet_stream_full_disk_stops_with_one_line_and_resumes(imagenet_inpu
         f"imagenet_experiment.py: error: {out / 'checkpoints' / 'latest.pt'}: no space left on device while saving; "
         "the previous checkpoint is intact")
     monkeypatch.delenv(kh.FAULT_ENV)
+    before = torch.load(out / "checkpoints" / "latest.pt", weights_only=True)["run_seconds"]
     proc = icf.run_main("imagenet_experiment.py", *args, "--save_dir", out, "--resume")
     icf.assert_ok(proc)
     assert "segment 2, 10 samples into it" in proc.stdout
+    took = float(re.search(r"streaming took ([0-9.]+) s \(all of the run's processes\)", proc.stdout).group(1))
+    assert 0 < before <= took + 0.05  # the first process's streaming time is counted too
     assert_same_run(imagenet_whole, out, (2, 4, 6))
 
 
