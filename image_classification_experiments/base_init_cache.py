@@ -6,8 +6,8 @@ quantizer fitted on them and their codes (``pq.npz`` and ``base_init_codes.h5`` 
 The streaming flags read here: --images_dir --label_dir --classifier_ckpt --extract_features_from
 --min_class --base_init_classes --image_size --batch_size --num_workers --device --num_classes
 --allow_fc_resize --max_per_class --skip_corrupt_images --num_codebooks --codebook_size --seed and,
-when the streaming script has them, --ckpt_label_space (default None: from the checkpoint) and
---eval_resize_ratio (default 256/224)."""
+when the streaming script has them, --ckpt_label_space (default None: from the checkpoint),
+--eval_resize_ratio (default 256/224) and --progress (default on)."""
 import os
 
 import h5py
@@ -51,7 +51,8 @@ def ensure_base_init_cache(args, log):
         num_classes=args.num_classes, allow_fc_resize=args.allow_fc_resize,
         ckpt_label_space=getattr(args, "ckpt_label_space", None),
         eval_resize_ratio=getattr(args, "eval_resize_ratio", DEFAULT_EVAL_RESIZE_RATIO),
-        max_per_class=args.max_per_class or None, skip_corrupt_images=args.skip_corrupt_images),
+        max_per_class=args.max_per_class or None, skip_corrupt_images=args.skip_corrupt_images,
+        progress=getattr(args, "progress", "on")),
         log=log)
     fit_and_encode(features_file, pq_file, codes_file, num_codebooks=args.num_codebooks,
                    codebook_size=args.codebook_size, seed=args.seed, device=args.device, log=log)

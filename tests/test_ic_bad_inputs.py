@@ -147,7 +147,7 @@ def test_an_unreadable_image_stops_the_run_naming_it_or_is_skipped_and_counted(w
     out = str(tmp_path / "out")
     proc = icf.run_main("imagenet_experiment.py", *ic_args(ws, images_dir=data, label_dir=labels), "--save_dir", out)
     icf.assert_clean_error(proc, "cannot read image", bad, "--skip_corrupt_images")
-    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("imagenet_experiment.py: error:")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     skipped = str(tmp_path / "skipped")
     proc = icf.run_main("imagenet_experiment.py", *ic_args(ws, images_dir=data, label_dir=labels),
                         "--skip_corrupt_images", "--save_dir", skipped)
