@@ -175,12 +175,17 @@ def test_grayscale_palette_and_cmyk_images_are_read_as_rgb(tmp_path, mode):
 
 
 def test_a_stream_with_grayscale_palette_and_cmyk_images_runs(ws, tmp_path):
+    """Grayscale, palette and CMYK images are converted; files that are not images by their name
+    (notes, .DS_Store) are not samples, as for torchvision's ImageFolder: the label files still match."""
     data, labels = copy_tree(ws, tmp_path)
     folder = os.path.join(data, "train", CLASSES[3])
     names = sorted(os.listdir(folder))
     for name, mode in zip(names, ("L", "P", "CMYK")):
         path = os.path.join(folder, name)
         Image.open(path).convert(mode).save(path, format="JPEG" if mode == "CMYK" else "PNG")
+    for name in ("notes.txt", ".DS_Store"):
+        with open(os.path.join(folder, name), "w") as f:
+            f.write("not an image")
     icf.assert_ok(icf.run_main("imagenet_experiment.py", *ic_args(ws, images_dir=data, label_dir=labels),
                                "--save_dir", tmp_path / "out"))
 
