@@ -94,7 +94,7 @@ def item_bytes(buffer):
 def disk_estimate(run, model, base_items, eval_items, cache_bytes=0):
     """{kind: bytes} the run writes: per-point F files, states, predictions, latest.pt (two
     versions) and the base-init cache. ``eval_items(point)``: evaluation images at a point."""
-    cap = run.args.max_buffer_size or math.inf
+    cap = model.buffer.capacity or math.inf  # --max_buffer_size (or a latent codec's equal-memory cap)
     points, items, streamed = [run.base_point], [min(base_items, cap)], base_items
     for segment in run.segments:
         streamed += len(segment.indices)
