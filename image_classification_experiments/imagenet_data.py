@@ -9,7 +9,6 @@ An unreadable image never surfaces as a traceback from a DataLoader worker: the 
 marker, and ``iterate_batches`` in the main process either raises one clear ``CorruptImageError``
 naming the file, or (``--skip_corrupt_images``) drops it and counts it.
 """
-import sys
 
 import remind  # noqa: F401  (makes torchvision importable beside a CPU-only torch)
 import numpy as np
@@ -18,14 +17,17 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision import transforms
 
 from image_classification_experiments import imagenet_folders as folders
+from remind.feature_store import UnreadableImage, UnreadableImageError, UnreadableImages, read_rgb
 from image_classification_experiments.imagenet_folders import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class CorruptImageError(DataError):
-    """An image file that PIL cannot decode."""
+# One policy for unreadable images in every family (remind.feature_store): the marker a loader
+# returns in place of an image, and the error when skipping was not asked for.
+Unreadable = UnreadableImage
+CorruptImageError = UnreadableImageError
 
 
 # Evaluation/extraction: Resize(short side = image_size x ratio) + CenterCrop(image_size). The
@@ -87,16 +89,6 @@ def pil_loader(path):
         return img.convert("RGB")
 
 
-class Unreadable:
-    """Returned by a worker in place of an image that could not be decoded."""
-
-    def __init__(self, path, reason):
-        self.path, self.reason = path, reason
-
-    def __repr__(self):
-        return f"{self.path} ({self.reason})"
-
-
 class ClassRangeDataset(Dataset):
     """Images whose ordered label lies in [min_class, max_class), in ImageFolder sample order.
 
@@ -127,13 +119,11 @@ class ClassRangeDataset(Dataset):
         index = int(self.indices[i])
         path = self.samples[index][0]
         label = int(self.labels[index])
-        try:
-            img = pil_loader(path)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        img = read_rgb(path)
+        if isinstance(img, UnreadableImage):
             if not self.mark_unreadable:
-                raise CorruptImageError(f"cannot read image {path}: {reason}") from None
-            return Unreadable(path, reason), label, index
+                raise CorruptImageError(f"cannot read image {path}: {img.reason}")
+            return img, label, index
         if self.transform is not None:
             img = self.transform(img)
         return img, label, index
@@ -149,34 +139,11 @@ def collate_marking(batch):
     return x, y, idx, bad
 
 
-class UnreadableTally:
-    """Counts skipped files; warns once per file (for the first few) so a bad disk is noticed.
-
-    ``count`` counts skip events (callers may reset it, e.g. per epoch); ``paths`` the distinct files.
-    """
+class UnreadableTally(UnreadableImages):
+    """The shared unreadable-image policy with this family's flag, --skip_corrupt_images."""
 
     def __init__(self, skip, max_warnings=10):
-        self.skip, self.max_warnings = skip, max_warnings
-        self.count = 0
-        self.paths = set()
-
-    def handle(self, bad):
-        if not bad:
-            return
-        if not self.skip:
-            item = bad[0]
-            raise CorruptImageError(f"cannot read image {item.path}: {item.reason} "
-                                    "(pass --skip_corrupt_images to skip unreadable files)")
-        for item in bad:
-            self.count += 1
-            if item.path not in self.paths:
-                self.paths.add(item.path)
-                if len(self.paths) <= self.max_warnings:
-                    print(f"warning: skipping unreadable image {item.path}: {item.reason}",
-                          file=sys.stderr)
-
-    def summary(self):
-        return f"skipped {self.count} unreadable image(s)" if self.count else ""
+        super().__init__(skip, skip_flag="--skip_corrupt_images", max_warnings=max_warnings)
 
 
 def iterate_batches(loader, tally):
