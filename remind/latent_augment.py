@@ -77,7 +77,7 @@ def _axis_taps(start, length, size):
 def _axis_tap_table(size, device):
     """_axis_taps of every (start, length) on an axis of ``size``, indexed by start * size +
     length - 1: a crop then looks its taps up (one gather) instead of recomputing them."""
-    start = torch.arange(size, device=device).repeat_interleave(size)
+    start = torch.arange(size, device=device).view(size, 1).expand(size, size).reshape(-1)
     length = torch.arange(1, size + 1, device=device).repeat(size)
     return _axis_taps(start, length, size)
 
