@@ -1,15 +1,21 @@
 """Augmentation of reconstructed feature maps, for a whole replay batch at once.
 
 ``random_resized_crop`` draws the reference's crop parameters (scale and log-uniform aspect ratio,
-10 tries, then the center-crop fallback) for every tensor of the batch in one go, and writes
-"crop, then bilinear resize back with align_corners=False" as two small interpolation matrices per
-tensor: out = Ry @ x @ Rx^T (for small maps, as one matrix kron(Ry, Rx) on the flattened map, a
-single batched matrix product). That equals ``F.interpolate`` on each crop (up to float rounding)
-with no Python loop over tensors.
+10 tries, then the center-crop fallback) for every tensor of the batch in one go. "Crop, then
+bilinear resize back with align_corners=False" reads two source points per axis, so every output
+position is a weighted sum of four source positions (their weights: the products of the two axes'
+bilinear weights). With the maps in channels-last order each position is one contiguous row of C
+values, and the whole batch of crops is a single ``embedding_bag`` (weighted sums of rows) over
+those rows: about 4 multiply-adds per output value, where a dense [HW, HW] crop matrix per map
+costs HW. Mixup folds into the same weights (lam on one crop's taps, 1 - lam on the other's), so
+crops and mixing are one pass. That equals ``F.interpolate`` on each crop, then mixing, up to float
+rounding, with no Python loop over tensors.
 """
+import functools
 import math
 
 import torch
+import torch.nn.functional as nnf
 
 
 def sample_crop_boxes(n, height, width, scale=(2 / 7, 1.0), ratio=(3 / 4, 4 / 3), attempts=10,
@@ -50,51 +56,65 @@ def sample_crop_boxes(n, height, width, scale=(2 / 7, 1.0), ratio=(3 / 4, 4 / 3)
     return top, left, h_pick, w_pick
 
 
-def _interpolation_matrix(start, length, out_size, in_size, dtype):
-    """[n, out_size, in_size]: bilinear (align_corners=False) resize of [start, start+length)."""
-    n, device = start.shape[0], start.device
+def _axis_taps(start, length, size):
+    """Bilinear (align_corners=False) resize of [start, start + length) back to ``size`` points.
+
+    Returns the two source indices of every output point (absolute, int64 [n, size, 2]) and their
+    weights (float64 [n, size, 2]); at the last source point the second tap repeats the first with
+    weight 0.
+    """
     length_f = length.to(torch.float64).unsqueeze(1)
-    o = torch.arange(out_size, device=device, dtype=torch.float64).unsqueeze(0)
-    src = ((o + 0.5) * (length_f / out_size) - 0.5).clamp_min(0.0)
-    i0 = src.floor().long()
-    i0 = torch.minimum(i0, (length - 1).unsqueeze(1))
-    step = (i0 < (length - 1).unsqueeze(1)).long()
-    frac = (src - i0.to(torch.float64))
-    frac = torch.where(step.bool(), frac, torch.zeros_like(frac))
-    mat = torch.zeros(n, out_size, in_size, device=device, dtype=torch.float64)
-    base = start.unsqueeze(1)
-    mat.scatter_add_(2, (base + i0).unsqueeze(2), (1.0 - frac).unsqueeze(2))
-    mat.scatter_add_(2, (base + i0 + step).unsqueeze(2), frac.unsqueeze(2))
-    return mat.to(dtype)
+    o = torch.arange(size, device=start.device, dtype=torch.float64).unsqueeze(0)
+    src = ((o + 0.5) * (length_f / size) - 0.5).clamp_min(0.0)
+    i0 = torch.minimum(src.floor().long(), (length - 1).unsqueeze(1))
+    has_next = i0 < (length - 1).unsqueeze(1)
+    frac = torch.where(has_next, src - i0.to(torch.float64), torch.zeros_like(src))
+    first = start.unsqueeze(1) + i0
+    return torch.stack([first, first + has_next.long()], -1), torch.stack([1.0 - frac, frac], -1)
 
 
-# Up to this many positions per map, the crop is one matrix product per map (see resized_crop).
-KRON_MAX_POSITIONS = 64
+@functools.lru_cache(maxsize=16)
+def _axis_tap_table(size, device):
+    """_axis_taps of every (start, length) on an axis of ``size``, indexed by start * size +
+    length - 1: a crop then looks its taps up (one gather) instead of recomputing them."""
+    start = torch.arange(size, device=device).view(size, 1).expand(size, size).reshape(-1)
+    length = torch.arange(1, size + 1, device=device).repeat(size)
+    return _axis_taps(start, length, size)
+
+
+def _crop_taps(top, left, h, w, height, width):
+    """The four source taps of every output position of every map: rows [n, H*W, 4] as indices
+    into the batch's [n * H * W] positions (map-major, row-major within a map) and float64 weights."""
+    n, device = top.shape[0], top.device
+    y_idx, y_w = _axis_tap_table(height, device)
+    x_idx, x_w = _axis_tap_table(width, device)
+    ky, kx = top * height + (h - 1), left * width + (w - 1)
+    ys, wy = y_idx.index_select(0, ky), y_w.index_select(0, ky)  # [n, H, 2]
+    xs, wx = x_idx.index_select(0, kx), x_w.index_select(0, kx)  # [n, W, 2]
+    base = (torch.arange(n, device=device) * (height * width)).view(n, 1, 1, 1, 1)
+    rows = base + ys[:, :, None, :, None] * width + xs[:, None, :, None, :]  # [n, H, W, 2, 2]
+    weights = wy[:, :, None, :, None] * wx[:, None, :, None, :]
+    return rows.reshape(n, height * width, 4), weights.reshape(n, height * width, 4)
+
+
+def _weighted_rows(x, rows, weights, n_out):
+    """Contiguous NCHW [n_out, C, H, W] whose position b (map-major) is sum_t weights[b, t] * x at
+    position rows[b, t], for x [n, C, H, W] in any layout (a channels-last one is read in place)."""
+    n, c, height, width = x.shape
+    table = x.permute(0, 2, 3, 1).reshape(n * height * width, c)  # rows of C; a view if channels-last
+    out = nnf.embedding_bag(rows, table, mode="sum", per_sample_weights=weights.to(x.dtype))
+    return out.view(n_out, height * width, c).transpose(1, 2).contiguous().view(n_out, c, height, width)
 
 
 def resized_crop(x, top, left, h, w):
     """Crop each map of x [n, C, H, W] to its box and resize it back to H x W (bilinear).
 
-    x may be any strided view, e.g. channels-last decoded codes viewed as NCHW. For small maps
-    (H * W <= 64, e.g. 7 x 7) the two resizes become one [HW, HW] matrix per map,
-    kron(Ry, Rx), and the crop is a single batched matrix product that also writes the result
-    in contiguous NCHW order whatever x's layout; larger maps keep the separable form.
+    x may be any strided view; channels-last maps (e.g. decoded codes viewed as NCHW) are read
+    without a copy. The result is contiguous NCHW.
     """
-    n, c, height, width = x.shape
-    if height * width > KRON_MAX_POSITIONS:
-        ry = _interpolation_matrix(top, h, height, height, x.dtype)
-        rx = _interpolation_matrix(left, w, width, width, x.dtype)
-        return torch.einsum("nij,ncjk,nlk->ncil", ry, x, rx)
-    kron = _crop_matrices(top, left, h, w, height, width)
-    out = torch.bmm(x.flatten(2), kron.to(x.dtype).transpose(1, 2))  # [n, C, HW]
-    return out.view(n, c, height, width)
-
-
-def _crop_matrices(top, left, h, w, height, width):
-    """float64 [n, HW, HW]: kron[n, i*W + l, j*W + k] = Ry[n, i, j] * Rx[n, l, k]."""
-    ry = _interpolation_matrix(top, h, height, height, torch.float64)
-    rx = _interpolation_matrix(left, w, width, width, torch.float64)
-    return (ry[:, :, None, :, None] * rx[:, None, :, None, :]).reshape(-1, height * width, height * width)
+    n, _, height, width = x.shape
+    rows, weights = _crop_taps(top, left, h, w, height, width)
+    return _weighted_rows(x, rows.view(-1, 4), weights.view(-1, 4), n)
 
 
 def random_resized_crop(x, scale=(2 / 7, 1.0), ratio=(3 / 4, 4 / 3), generator=None):
@@ -110,24 +130,19 @@ def random_resized_crop_and_mix(x, lam, keep=1, scale=(2 / 7, 1.0), ratio=(3 / 4
     ``keep`` maps as they are and mix the rest pairwise like mixup_pairs: returns the contiguous
     batch [crops[:keep], lam * crops[a] + (1 - lam) * crops[b]] of keep + (n - keep) // 2 maps.
 
-    For small maps the mixing weights are folded into the crop matrices, so the crops of a pair and
-    their mix are two batched matrix products writing straight into the output: no separate crop
-    batch, mixing passes or concatenation (same values up to float rounding).
+    The mixing weights scale the crop taps, so each mixed position is one weighted sum of the
+    eight taps of its pair (the kept maps' four taps are padded with four of weight 0): no crop
+    batch, mixing pass or concatenation in between (same values up to float rounding).
     """
-    n, c, height, width = x.shape
+    n, _, height, width = x.shape
     top, left, h, w = sample_crop_boxes(n, height, width, scale, ratio, generator=generator, device=x.device)
     half = (n - keep) // 2
     a, b = slice(keep, keep + half), slice(keep + half, keep + 2 * half)
-    if height * width > KRON_MAX_POSITIONS:
-        crops = resized_crop(x, top, left, h, w)
-        return torch.cat([crops[:keep], lam * crops[a] + (1.0 - lam) * crops[b]]).contiguous()
-    kron = _crop_matrices(top, left, h, w, height, width)
-    flat = x.flatten(2)
-    out = torch.empty(keep + half, c, height * width, dtype=x.dtype, device=x.device)
-    torch.bmm(flat[:keep], kron[:keep].to(x.dtype).transpose(1, 2), out=out[:keep])
-    torch.bmm(flat[a], (lam * kron[a]).to(x.dtype).transpose(1, 2), out=out[keep:])
-    out[keep:].baddbmm_(flat[b], ((1.0 - lam) * kron[b]).to(x.dtype).transpose(1, 2))
-    return out.view(keep + half, c, height, width)
+    rows, weights = _crop_taps(top, left, h, w, height, width)
+    rows = torch.cat([rows[:keep].repeat(1, 1, 2), torch.cat([rows[a], rows[b]], -1)])
+    weights = torch.cat([torch.cat([weights[:keep], torch.zeros_like(weights[:keep])], -1),
+                         torch.cat([lam * weights[a], (1.0 - lam) * weights[b]], -1)])
+    return _weighted_rows(x, rows.view(-1, 8), weights.view(-1, 8), keep + half)
 
 
 def mixup_pairs(x, labels, lam):

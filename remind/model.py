@@ -91,7 +91,8 @@ class REMINDModel:
     def _gather(self, item, slots):
         """New + replayed codes and labels (index_select: one row copy per item, ~15x faster on the
         CPU than advanced indexing)."""
-        new_label = torch.tensor([item.label], device=self.device)
+        # A fill on the device, not a copy from a host list (which synchronises on CUDA).
+        new_label = torch.full((1,), item.label, dtype=torch.int64, device=self.device)
         codes = torch.cat([item.codes.unsqueeze(0), self.buffer.codes.index_select(0, slots)])
         return codes, torch.cat([new_label, self.buffer.labels.index_select(0, slots)])
 

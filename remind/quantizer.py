@@ -42,6 +42,7 @@ class ProductQuantizer:
         self.code_dtype = _code_dtype(nbits)
         self.centroids = None  # [M, ksub, dsub] float32
         self._sq_norms = None  # [M, ksub], cached for encoding
+        self._row_offsets = None  # [M] int32: m * ksub, cached for decoding
         self.device = torch.device(device)
 
     # ----------------------------------------------------------------------------- training
@@ -83,6 +84,7 @@ class ProductQuantizer:
         self._require_shape(centroids)
         self.centroids = centroids.to(self.device, torch.float32).contiguous()
         self._sq_norms = (self.centroids ** 2).sum(-1)
+        self._row_offsets = torch.arange(self.M, device=self.device, dtype=torch.int32) * self.ksub
 
     def _require_shape(self, centroids):
         expected = (self.M, self.ksub, self.dsub)
@@ -101,7 +103,7 @@ class ProductQuantizer:
             raise QuantizerError(f"vectors have dimension {x.shape[-1]}, quantizer expects {self.d}")
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.M, self.dsub).to(self.centroids.device, torch.float32)
-        out = torch.empty(flat.shape[0], self.M, dtype=torch.int64, device=flat.device)
+        out = torch.empty(flat.shape[0], self.M, dtype=self.code_dtype, device=flat.device)
         small = flat.shape[0] <= SERIAL_ENCODE_MAX_VECTORS
         with intra_op_threads(1 if small else None, flat.device):
             for s in range(0, flat.shape[0], chunk):
@@ -110,8 +112,9 @@ class ProductQuantizer:
                 # baddbmm fuses the scale and add into the product (same values, one pass).
                 dist = torch.baddbmm(self._sq_norms.unsqueeze(1), sub, self.centroids.transpose(1, 2),
                                      alpha=-2.0)
-                out[s:s + chunk] = dist.argmin(-1).transpose(0, 1)
-        return out.to(self.code_dtype).reshape(*lead, self.M).to(x.device)
+                # min's indices are argmin's (the first minimum), at about half the CPU cost.
+                out[s:s + chunk] = dist.min(-1).indices.transpose(0, 1)
+        return out.reshape(*lead, self.M).to(x.device)
 
     def decode(self, codes):
         """[..., M] codes -> [..., d] float32 reconstructions, on the codes' device."""
@@ -119,11 +122,11 @@ class ProductQuantizer:
         if codes.shape[-1] != self.M:
             raise QuantizerError(f"codes have {codes.shape[-1]} sub-codes, quantizer expects {self.M}")
         lead = codes.shape[:-1]
-        idx = codes.reshape(-1, self.M).to(self.centroids.device).long()
-        # Flat gather from the [M * ksub, dsub] table: row m * ksub + code. index_select copies
-        # whole rows (about 10x faster on the CPU than advanced indexing, same values).
-        offsets = torch.arange(self.M, device=idx.device) * self.ksub
-        rec = self.centroids.reshape(-1, self.dsub).index_select(0, (idx + offsets).reshape(-1))
+        # Flat gather from the [M * ksub, dsub] table: row m * ksub + code, one int32 add (uint8
+        # codes promote to int32) then index_select, which copies whole rows (about 10x faster on
+        # the CPU than advanced indexing, same values).
+        rows = torch.add(codes.reshape(-1, self.M).to(self.centroids.device), self._row_offsets)
+        rec = self.centroids.reshape(-1, self.dsub).index_select(0, rows.reshape(-1))
         return rec.reshape(*lead, self.d).to(codes.device)
 
     def encode_maps(self, maps):

@@ -221,8 +221,8 @@ class ReplayBuffer:
         distinct ones in draw order: by symmetry every ordered k-tuple of distinct slots is equally
         likely, and the cost is O(k) instead of the O(n) of a permutation. Fewer than k distinct
         values among 2k draws from n >= 16k slots needs over k collisions (expected about k/8):
-        probability below 1e-40. On the CPU that case is still checked and falls back to a
-        permutation; on CUDA the check is skipped to keep the step free of host syncs.
+        probability below 1e-40, where a slot would repeat. The draw never reads a device value on
+        the host, so the same code runs on every device and a CUDA step needs no synchronisation.
         """
         n, k = self._size, min(int(k), self._size)
         if k <= 0:
@@ -235,8 +235,6 @@ class ReplayBuffer:
         dup_sorted = torch.zeros_like(cand, dtype=torch.bool)
         dup_sorted[1:] = sorted_vals[1:] == sorted_vals[:-1]
         dup = torch.empty_like(dup_sorted).scatter_(0, order, dup_sorted)
-        if self.device.type == "cpu" and int(dup.sum()) > k:
-            return torch.randperm(n, generator=g, device=self.device)[:k]
         key = torch.arange(2 * k, device=self.device) + dup.long() * (2 * k)
         keep = torch.topk(key, k, largest=False, sorted=True).indices
         return cand[keep]

@@ -4,8 +4,8 @@ import torch.nn.functional as nnf
 
 import pytest
 
-from remind.latent_augment import (KRON_MAX_POSITIONS, mixup_pairs, random_resized_crop,
-                                   random_resized_crop_and_mix, resized_crop, sample_crop_boxes)
+from remind.latent_augment import (mixup_pairs, random_resized_crop, random_resized_crop_and_mix,
+                                   resized_crop, sample_crop_boxes)
 from remind.model import REMINDModel, StreamingConfig
 from remind.networks import build_resnet18_split
 from remind.quantizer import ProductQuantizer
@@ -20,10 +20,9 @@ def per_tensor_crops(x, top, left, h, w):
         for i, (t, l, hh, ww) in enumerate(zip(top.tolist(), left.tolist(), h.tolist(), w.tolist()))])
 
 
-def test_large_maps_take_the_separable_path_and_match_interpolate():
+def test_large_maps_match_interpolate():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(16, 3, 9, 9, generator=g)
-    assert 9 * 9 > KRON_MAX_POSITIONS
     boxes = sample_crop_boxes(16, 9, 9, generator=g)
     torch.testing.assert_close(resized_crop(x, *boxes), per_tensor_crops(x, *boxes), rtol=1e-5, atol=1e-5)
 
@@ -92,3 +91,17 @@ def test_single_threaded_small_stages_give_bit_identical_steps():
     assert la == lb
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
+
+
+@pytest.mark.parametrize("height,width", [(7, 7), (5, 9)])
+def test_fused_crop_and_mix_reads_any_layout_and_matches_interpolate(height, width):
+    """Decoded codes arrive as a channels-last view; contiguous maps give the same result, and every
+    output map is the mix of two per-tensor F.interpolate crops (non-square maps too)."""
+    nhwc = torch.randn(9, height, width, 6, generator=torch.Generator().manual_seed(5))
+    view = nhwc.permute(0, 3, 1, 2)
+    out = random_resized_crop_and_mix(view, 0.7, keep=1, generator=torch.Generator().manual_seed(6))
+    again = random_resized_crop_and_mix(view.contiguous(), 0.7, keep=1, generator=torch.Generator().manual_seed(6))
+    assert out.is_contiguous() and torch.equal(out, again)
+    boxes = sample_crop_boxes(9, height, width, generator=torch.Generator().manual_seed(6))
+    crops = per_tensor_crops(view.contiguous(), *boxes)
+    torch.testing.assert_close(out, torch.cat([crops[:1], 0.7 * crops[1:5] + 0.3 * crops[5:9]]), rtol=1e-5, atol=1e-5)

@@ -100,3 +100,32 @@ def test_save_load_plain_arrays_and_memory(tmp_path, rng):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(QuantizerError, match="bad.npz"):
         ProductQuantizer.load(tmp_path / "bad.npz")
+
+
+def test_exact_ties_pick_the_first_centroid_like_faiss(rng):
+    """Encoding keeps the first of equally near centroids (faiss's choice), so codes do not depend
+    on how the minimum is searched."""
+    cents = rng.standard_normal((4, 256, 4)).astype(np.float32)
+    cents[:, 200] = cents[:, 7]  # exact duplicates: every vector is equally near both
+    cents[:, 9] = cents[:, 3]
+    pq = ProductQuantizer.from_state_dict({"d": 16, "num_codebooks": 4, "nbits": 8,
+                                           "centroids": torch.from_numpy(cents)})
+    x = np.concatenate([cents[:, i].reshape(1, 16) for i in (7, 3, 200, 9)]
+                       + [rng.standard_normal((500, 16)).astype(np.float32)])
+    codes = pq.encode(torch.from_numpy(x)).numpy()
+    assert (codes[:4] == [[7] * 4, [3] * 4, [7] * 4, [3] * 4]).all()
+    assert not np.isin(codes, [200, 9]).any()
+    np.testing.assert_array_equal(codes[:4], pq.to_faiss().compute_codes(x[:4]))
+
+
+def test_16_bit_codes_encode_and_decode_exactly():
+    g = torch.Generator().manual_seed(0)
+    cents = torch.randn(2, 2 ** 16, 2, generator=g)
+    pq = ProductQuantizer.from_state_dict({"d": 4, "num_codebooks": 2, "nbits": 16, "centroids": cents})
+    codes = torch.randint(0, 2 ** 16, (50, 2), dtype=torch.int32, generator=g)
+    rec = pq.decode(codes)
+    assert torch.equal(rec, torch.cat([cents[0, codes[:, 0].long()], cents[1, codes[:, 1].long()]], 1))
+    back = pq.encode(rec)
+    assert back.dtype == torch.int32
+    # A centroid's nearest centroid is itself, unless another one is exactly as near.
+    assert torch.equal(pq.decode(back), rec)
