@@ -22,8 +22,9 @@ OUT_DIR="${OUT_DIR:-demo_output/fashion_mnist}"
 DATA_DIR="${DATA_DIR:-data/fashion_mnist_64}"  # the converted ImageFolder tree (and labels/)
 FMNIST_IDX_DIR="${FMNIST_IDX_DIR:-}"       # folder of the 4 idx .gz files (empty: search / install)
 IMAGE_SIZE="${IMAGE_SIZE:-64}"
-EVAL_RESIZE_RATIO="${EVAL_RESIZE_RATIO:-256/224}"  # val/extraction: resize to IMAGE_SIZE x this, center-crop
-                                           # IMAGE_SIZE; 1.0 keeps the whole 64 px image (no border cut)
+EVAL_RESIZE_RATIO="${EVAL_RESIZE_RATIO:-1}"  # val/extraction: resize to IMAGE_SIZE x this, center-crop
+                                           # IMAGE_SIZE. The images are stored at 64 px, so 1 keeps them
+                                           # whole; 256/224 (the ImageNet recipe) would cut their border
 BASE_CLASSES="${BASE_CLASSES:-5}"          # base init on classes [0, 5), stream [5, 10)
 NUM_CLASSES=10
 BASE_PER_CLASS="${BASE_PER_CLASS:-1000}"   # training images per base class
@@ -59,8 +60,6 @@ DEVICE_ARG=()
 if [[ -n "$DEVICE" ]]; then DEVICE_ARG=(--device "$DEVICE"); fi
 LABELS_DIR="$DATA_DIR/labels"
 RATIO_ARG=(--eval_resize_ratio "$EVAL_RESIZE_RATIO")
-STREAM_RATIO_ARG=()  # the streaming script is given the ratio only when it is not its default
-if [[ "$EVAL_RESIZE_RATIO" != "256/224" ]]; then STREAM_RATIO_ARG=("${RATIO_ARG[@]}"); fi
 TRAIN_PER_CLASS=$(( BASE_PER_CLASS > STREAM_PER_CLASS ? BASE_PER_CLASS : STREAM_PER_CLASS ))
 START=$SECONDS
 step() { printf '\n== %s (%d s)\n' "$1" $((SECONDS - START)); }
@@ -122,7 +121,7 @@ for SEED in $SEEDS; do
           --max_per_class "$STREAM_PER_CLASS" --samples_per_class "$STREAM_PER_CLASS"
           --lr_step_size "$LR_STEP" --max_buffer_size "$BUFFER_SIZE" --image_size "$IMAGE_SIZE"
           --num_codebooks "$NUM_CODEBOOKS" --codebook_size "$CODEBOOK_SIZE" --num_workers "$WORKERS"
-          --seed "$SEED" --resume "${STREAM_RATIO_ARG[@]}" "${DEVICE_ARG[@]}")
+          --seed "$SEED" --resume "${RATIO_ARG[@]}" "${DEVICE_ARG[@]}")
   step "seed $SEED: REMIND streams classes $BASE_CLASSES-$((NUM_CLASSES - 1)), $STREAM_PER_CLASS images each"
   "$PYTHON" "$SCRIPT_DIR/imagenet_experiment.py" "${COMMON[@]}" --expt_name "remind_fashion_mnist_seed$SEED" \
     --save_dir "$RUN_DIR/remind" --rehearsal_samples "$REPLAY" --use_mixup --mixup_alpha "$MIXUP_ALPHA" \
