@@ -6,15 +6,17 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test demo demo-vqa bench clean-venv
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt pytest
+	$(PY) -m pip install -q -r requirements.txt pytest==9.2.0 pytest-xdist==3.8.0
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
+# Tests run in as many processes as the machine has cores (one torch thread each); a file's tests
+# stay in one process, so its module fixtures are built once.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 demo: $(STAMP)
 	bash image_classification_experiments/run_fashion_mnist_demo.sh
