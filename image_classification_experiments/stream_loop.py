@@ -10,7 +10,6 @@ family.
 """
 import dataclasses
 import os
-import sys
 import time
 from typing import Callable
 
@@ -23,7 +22,7 @@ from image_classification_experiments.imagenet_folders import DataError
 from image_classification_experiments.stream_eval import encode_batches
 from image_classification_experiments.stream_outputs import print_table, write_outputs
 from image_classification_experiments.stream_state import CheckpointClock, run_time, save_latest
-from remind.runtime import (RunLog, command_line, progress_disabled, resolve_device, seed_everything,
+from remind.runtime import (StartupLog, command_line, progress_disabled, resolve_device, seed_everything,
                             set_cpu_threads, write_json)
 
 
@@ -96,30 +95,6 @@ class StreamRun:
             if segment.start == start:
                 return segment
         raise DataError(f"the saved state continues at {start}, which starts no segment of this stream")
-
-
-class StartupLog:
-    """The run's log before its folder may be written: lines are printed at once and kept, and go
-    to ``<save_dir>/log.txt`` only once every input has been checked (``open``), so a run that
-    fails on bad input writes nothing."""
-
-    def __init__(self):
-        self.lines, self.run_log = [], None
-
-    def __call__(self, msg):
-        if self.run_log is not None:
-            self.run_log(msg)
-            return
-        tqdm.write(msg)
-        sys.stdout.flush()
-        self.lines.append(msg)
-
-    def open(self, save_dir):
-        os.makedirs(save_dir, exist_ok=True)
-        self.run_log = RunLog(save_dir)
-        with open(self.run_log.path, "a", encoding="utf-8") as f:
-            f.writelines(line + "\n" for line in self.lines)
-        self.lines = []
 
 
 def start_run(args, argv):

@@ -74,6 +74,32 @@ class RunLog:
             f.write(msg + "\n")
 
 
+class StartupLog:
+    """The run's log before its folder may be written: lines are printed at once and kept, and go
+    to ``<save_dir>/log.txt`` only once every input has been checked (``open``), so a run that
+    fails on bad input writes nothing."""
+
+    def __init__(self):
+        self.lines, self.run_log = [], None
+
+    def __call__(self, msg):
+        if self.run_log is not None:
+            self.run_log(msg)
+            return
+        from tqdm import tqdm
+
+        tqdm.write(msg)
+        sys.stdout.flush()
+        self.lines.append(msg)
+
+    def open(self, save_dir):
+        os.makedirs(save_dir, exist_ok=True)
+        self.run_log = RunLog(save_dir)
+        with open(self.run_log.path, "a", encoding="utf-8") as f:
+            f.writelines(line + "\n" for line in self.lines)
+        self.lines = []
+
+
 def command_line(argv=None):
     """The command as typed (for the log): script name and arguments."""
     args = sys.argv[1:] if argv is None else list(argv)

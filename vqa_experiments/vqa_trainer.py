@@ -44,11 +44,11 @@ import argparse
 import os
 
 import remind  # noqa: F401  (before anything imports torchvision)
-from remind.runtime import add_run_arguments, resolve_device, run_cli, set_cpu_threads
+from remind.runtime import StartupLog, add_run_arguments, resolve_device, run_cli, set_cpu_threads
 from vqa_experiments.training.checkpoints import CHECKPOINT_PATH, LEGACY_CHECKPOINT_NAME
 from vqa_experiments.training.config import FLAG_KEYS, TrainerError, load_config
 from vqa_experiments.training.data import FILE_KEYS, VQAStreamData
-from vqa_experiments.training.run_folder import StartupLog, write_config
+from vqa_experiments.training.run_folder import write_config
 from vqa_experiments.training.trainer import StopRun, Trainer
 
 EMBEDDING_FILE_HELP = ("word-embedding init for embedding_init 'file' (default: <data_dir>/embedding_init_300d_<ds>.npy); "

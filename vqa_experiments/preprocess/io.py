@@ -9,7 +9,6 @@ import sys
 import h5py
 import numpy as np
 from remind.checkpoint import atomic_write
-from remind.runtime import run_cli, set_cpu_threads  # noqa: F401  (re-exported for scripts that import them here)
 
 STR_DTYPE = h5py.string_dtype("utf-8")
 
