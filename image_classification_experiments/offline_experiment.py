@@ -7,8 +7,8 @@ At every evaluation point of the same stream as the REMIND run (after base initi
 after each segment: ImageNet's class chunks, CORe50's protocol points), F is trained afresh on
 every item seen up to that point (the base-init items and every streamed one), shuffled, for
 ``--offline_epochs`` epochs (``remind.offline.train_offline``: SGD, momentum 0.9, mini-batches of
-``--offline_batch_size``, cosine lr from ``--offline_lr``, weight decay ``--weight_decay``), on the
-items' codes decoded with the run's quantizer (the PQ fitted at base initialisation, or
+``--offline_batch_size``, cosine lr from ``--offline_lr`` 0.1, weight decay ``--weight_decay``), on
+the items' codes decoded with the run's quantizer (the PQ fitted at base initialisation, or
 ``--latent_codec``'s). F starts each time where the stream starts it: ImageNet, the base-init
 checkpoint's F; CORe50, the backbone's blocks and a fresh fc (before the base-init training).
 ``--train_whole_network`` trains the whole ResNet-18 (G and F) on the images instead (the
@@ -48,7 +48,7 @@ CACHE_FORMAT = 1
 
 def add_offline_arguments(p):
     p.add_argument("--offline_epochs", type=int, default=40, help="epochs at each evaluation point")
-    p.add_argument("--offline_lr", type=float, default=0.01, help="starting lr (cosine to 0)")
+    p.add_argument("--offline_lr", type=float, default=0.1, help="starting lr (cosine to 0)")
     p.add_argument("--offline_batch_size", type=int, default=64)
     p.add_argument("--train_whole_network", action="store_true",
                    help="train all of ResNet-18 on the seen images (default: F on their codes)")

@@ -228,18 +228,21 @@ def fmt_value(factor, value):
 
 
 def report(args, table, wall):
+    """The Markdown table: a row per (factor, value), in the order of --factors and their values."""
+    runs = sum(r["wall_s"] for entry in table.values() for r in entry["runs"])
     lines = [f"Ablation on the Fashion-MNIST demo's setup: seeds {' '.join(map(str, args.seeds))}, "
              f"{args.stream_per_class} streamed images per class; seen-class top-1 (%), mean +- std over seeds.",
-             f"Machine: {machine()}, device {args.device}. Wall time: {wall:.0f} s in all.", "",
-             "| factor | value | final top-1 | mean top-1 over points | stream time per run (s) |",
+             f"Machine: {machine()}, device {args.device}. Wall time: {runs:.0f} s of streaming runs "
+             f"({len(table)} configurations x {len(args.seeds)} seeds); this invocation {wall:.0f} s.", "",
+             "| factor | value | final top-1 | mean top-1 over points | wall time per run (s) |",
              "|---|---|---:|---:|---:|"]
-    for name, entry in table.items():
+    for factor, value, cfg in configurations(args):
+        entry = table[config_name(cfg)]
         finals = mean_std([r["final"] for r in entry["runs"]])
         means = mean_std([r["mean"] for r in entry["runs"]])
         secs = statistics.fmean([r["wall_s"] for r in entry["runs"]])
-        for factor, value in entry["factors"]:
-            lines.append(f"| {factor} | {fmt_value(factor, value)} | {finals[0]:.2f} +- {finals[1]:.2f} | "
-                         f"{means[0]:.2f} +- {means[1]:.2f} | {secs:.0f} |")
+        lines.append(f"| {factor} | {fmt_value(factor, value)} | {finals[0]:.2f} +- {finals[1]:.2f} | "
+                     f"{means[0]:.2f} +- {means[1]:.2f} | {secs:.0f} |")
     ref = config_name(reference(args))
     lines += ["", f"Reference configuration: {ref} (each factor's other settings)."]
     return "\n".join(lines) + "\n"

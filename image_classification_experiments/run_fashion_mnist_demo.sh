@@ -38,7 +38,7 @@ NUM_CODEBOOKS="${NUM_CODEBOOKS:-32}"
 CODEBOOK_SIZE="${CODEBOOK_SIZE:-256}"
 REPLAY="${REPLAY:-50}"                     # replayed samples per streaming step
 MIXUP_ALPHA="${MIXUP_ALPHA:-0.1}"
-OFFLINE_EPOCHS="${OFFLINE_EPOCHS:-2}"        # offline bound: epochs of F on the seen codes at each point
+OFFLINE_EPOCHS="${OFFLINE_EPOCHS:-1}"        # offline bound: epochs of F on the seen codes at each point
 BUFFER_SIZE="${BUFFER_SIZE:-$((NUM_CLASSES * STREAM_PER_CLASS))}"  # replay buffer cap (items)
 LR_STEP="${LR_STEP:-100}"                  # per-class lr: 0.1 -> 0.001 over STREAM_PER_CLASS samples,
                                            # multiplied by a constant every LR_STEP samples (paper: 100)
