@@ -13,10 +13,10 @@ $(STAMP): requirements.txt Makefile
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-# Tests run in as many processes as the machine has cores (one torch thread each); a file's tests
-# stay in one process, so its module fixtures are built once.
+# Tests run in as many processes as the machine has cores (one torch thread each), handed out one
+# test at a time (balances better than by file, measured: 135 s vs 154 s on 2 cores).
 test: $(STAMP)
-	$(PY) -m pytest -q -n auto --dist loadfile
+	$(PY) -m pytest -q -n auto --dist load
 
 demo: $(STAMP)
 	bash image_classification_experiments/run_fashion_mnist_demo.sh
