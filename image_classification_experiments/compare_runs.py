@@ -19,6 +19,7 @@ import os
 from remind.runtime import write_json
 from remind.runtime import run_cli
 from image_classification_experiments.imagenet_folders import DataError
+from image_classification_experiments.plots import save_accuracy_plot
 
 
 def parse_args(argv=None):
@@ -112,8 +113,6 @@ def plot(path, table, metric, title=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from remind.checkpoint import atomic_write
-
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, per_point in table.items():
         xs = sorted(per_point)
@@ -126,12 +125,7 @@ def plot(path, table, metric, title=None):
     if title:
         ax.set_title(title)
     ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_accuracy_plot(fig, ax, path, dpi=100)
 
 
 def main(argv=None):

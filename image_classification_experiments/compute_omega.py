@@ -20,6 +20,7 @@ import json
 import math
 import os
 
+from image_classification_experiments.plots import save_accuracy_plot
 from remind.checkpoint import atomic_write
 from remind.errors import InputError
 from remind.metrics import omega
@@ -233,12 +234,7 @@ def plot(path, summary, key, title=None):
     ax.set_ylim(0, 100)
     if title:
         ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_accuracy_plot(fig, ax, path, dpi=110)
 
 
 def _json_safe(obj):

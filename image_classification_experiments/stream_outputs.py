@@ -15,6 +15,7 @@ import os
 
 import torch
 
+from image_classification_experiments.plots import save_accuracy_plot
 from image_classification_experiments.stream_eval import fmt
 from image_classification_experiments.stream_state import save_point_state
 from remind.checkpoint import atomic_write, save_checkpoint
@@ -87,12 +88,7 @@ def plot(run, history):
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
     ax.set_title(f"REMIND: {run.args.expt_name}")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    with atomic_write(os.path.join(run.save_dir, "accuracy_plot.png")) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_accuracy_plot(fig, ax, os.path.join(run.save_dir, "accuracy_plot.png"), dpi=120)
 
 
 def print_table(run, history):

@@ -20,7 +20,7 @@ it, and treat a state or file without one as a ``ProductQuantizer``'s (which sav
 import numpy as np
 import torch
 
-from remind.quantizer import ProductQuantizer, QuantizerError
+from remind.quantizer import MapCodec, ProductQuantizer, QuantizerError
 
 
 class LatentCodecError(QuantizerError):
@@ -40,7 +40,7 @@ def _float_rows(x, d):
     return x
 
 
-class _Codec:
+class _Codec(MapCodec):
     """What every codec shares: maps <-> vectors, device, checks and the npz file format."""
 
     kind = None
@@ -62,14 +62,6 @@ class _Codec:
             raise LatentCodecError(f"codes have {codes.shape[-1]} bytes per vector, the codec expects {self.M}")
         if codes.dtype != torch.uint8:
             raise LatentCodecError(f"codes must be uint8, got {codes.dtype}")
-
-    def encode_maps(self, maps):
-        """[N, C, H, W] feature maps -> [N, H, W, M] codes (each spatial position is a vector)."""
-        return self.encode(maps.permute(0, 2, 3, 1))
-
-    def decode_maps(self, codes):
-        """[N, H, W, M] codes -> [N, C, H, W] float32 feature maps (contiguous)."""
-        return self.decode(codes).permute(0, 3, 1, 2).contiguous()
 
     def to(self, device):
         self.device = torch.device(device)

@@ -26,7 +26,20 @@ def _code_dtype(nbits):
     return torch.uint8 if nbits <= 8 else torch.int32
 
 
-class ProductQuantizer:
+class MapCodec:
+    """Feature maps through a per-vector codec (``encode``/``decode`` on [..., d]): every spatial
+    position of a map is one vector, codes are stored channels-last."""
+
+    def encode_maps(self, maps):
+        """[N, C, H, W] feature maps -> [N, H, W, M] codes."""
+        return self.encode(maps.permute(0, 2, 3, 1))
+
+    def decode_maps(self, codes):
+        """[N, H, W, M] codes -> [N, C, H, W] float32 feature maps (contiguous)."""
+        return self.decode(codes).permute(0, 3, 1, 2).contiguous()
+
+
+class ProductQuantizer(MapCodec):
     """M sub-quantizers of 2**nbits centroids each over d-dimensional vectors (d divisible by M)."""
 
     def __init__(self, d, num_codebooks=32, nbits=8, device="cpu"):
@@ -128,14 +141,6 @@ class ProductQuantizer:
         rows = torch.add(codes.reshape(-1, self.M).to(self.centroids.device), self._row_offsets)
         rec = self.centroids.reshape(-1, self.dsub).index_select(0, rows.reshape(-1))
         return rec.reshape(*lead, self.d).to(codes.device)
-
-    def encode_maps(self, maps):
-        """[N, C, H, W] feature maps -> [N, H, W, M] codes (each spatial position is a vector)."""
-        return self.encode(maps.permute(0, 2, 3, 1))
-
-    def decode_maps(self, codes):
-        """[N, H, W, M] codes -> [N, C, H, W] reconstructed feature maps."""
-        return self.decode(codes).permute(0, 3, 1, 2).contiguous()
 
     # ----------------------------------------------------------------------------- state
     def to(self, device):
