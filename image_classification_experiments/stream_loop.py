@@ -24,6 +24,7 @@ from image_classification_experiments.stream_outputs import print_table, write_o
 from image_classification_experiments.stream_state import CheckpointClock, run_time, save_latest
 from remind.runtime import (StartupLog, command_line, progress_disabled, resolve_device, seed_everything,
                             set_cpu_threads, write_json)
+from remind.stage_times import StageTimes, device_sync
 
 
 # Flags that only steer one process of a run: not in config.json (a resumed run's is the same).
@@ -126,7 +127,7 @@ def open_run(args, argv):
     return device, log
 
 
-def stream_segment(run, model, segment, state, clock):
+def stream_segment(run, model, segment, state, clock, stages):
     """Stream one segment from state['offset'] on; returns False when told to stop early."""
     ds = run.dataset_for(segment)
     if len(ds) != len(segment.indices):
@@ -137,49 +138,56 @@ def stream_segment(run, model, segment, state, clock):
     # Position in the segment after each item; skipped (unreadable) images are passed over with it.
     sorter = np.argsort(segment.indices, kind="stable")
     loss_sum, loss_n = torch.zeros((), device=model.device), 0
-    for codes, y, idx in encode_batches(model, todo, run.args, run.tally, "stream"):
+    batches = encode_batches(model, todo, run.args, run.tally, "stream")
+    for codes, y, idx in stages.timed("stream images (load, G, PQ)", batches):
         after = sorter[np.searchsorted(segment.indices, idx.numpy(), sorter=sorter)] + 1
-        for i in range(len(y)):
-            loss_sum += model.fit_sample(codes[i], int(y[i]), int(idx[i]))
-            loss_n += 1
-            bar.update(int(after[i]) - state["offset"])
-            state["offset"] = int(after[i])
-            if loss_n == 50:  # reading the loss syncs a GPU: only now and then, for the bar
-                if not bar.disable:
-                    bar.set_postfix(cls=int(y[i]), loss=f"{float(loss_sum) / loss_n:.3f}", buffer=len(model.buffer))
-                loss_sum.zero_()
-                loss_n = 0
-            if clock.after_step(model, state):
-                bar.close()
-                run.log(f"stopped after {model.steps} streamed samples; continue with --resume")
-                return False
+        with stages("streaming steps"):
+            for i in range(len(y)):
+                loss_sum += model.fit_sample(codes[i], int(y[i]), int(idx[i]))
+                loss_n += 1
+                bar.update(int(after[i]) - state["offset"])
+                state["offset"] = int(after[i])
+                if loss_n == 50:  # reading the loss syncs a GPU: only now and then, for the bar
+                    if not bar.disable:
+                        bar.set_postfix(cls=int(y[i]), loss=f"{float(loss_sum) / loss_n:.3f}",
+                                        buffer=len(model.buffer))
+                    loss_sum.zero_()
+                    loss_n = 0
+                if clock.after_step(model, state):
+                    bar.close()
+                    run.log(f"stopped after {model.steps} streamed samples; continue with --resume")
+                    return False
     state["offset"] = len(ds)
     bar.close()
     return True
 
 
-def record_point(run, model, state, point):
+def record_point(run, model, state, point, stages):
     """Evaluate at ``point``, log it, write its files and the latest checkpoint."""
-    probs, result = run.evaluate(model, point)
+    with stages("evaluation"):
+        probs, result = run.evaluate(model, point)
     run.log(run.describe(result))
-    write_outputs(run, model, state, probs, result)
-    save_latest(run, model, state)
+    with stages("outputs and checkpoints"):
+        write_outputs(run, model, state, probs, result)
+        save_latest(run, model, state)
 
 
 def run_stream(run, model, state, fresh):
     """Evaluate after base init (``fresh``), then stream every segment left, each followed by an
     evaluation; returns the exit status (0, also when stopped by --stop_after_steps)."""
+    stages = StageTimes(state.setdefault("stage_seconds", {}), device_sync(model.device))
     if fresh:
-        record_point(run, model, state, run.base_point)
-    state["since"], clock = time.time(), CheckpointClock(run)
+        record_point(run, model, state, run.base_point, stages)
+    state["since"], clock = time.time(), CheckpointClock(run, stages=stages)
     while state["chunk_start"] < run.end:
         segment = run.segment_at(state["chunk_start"])
-        if not stream_segment(run, model, segment, state, clock):
+        if not stream_segment(run, model, segment, state, clock, stages):
             return 0
         state["chunk_start"], state["offset"] = segment.end, 0
-        record_point(run, model, state, segment.end)
+        record_point(run, model, state, segment.end, stages)
     if run.tally.count:
         run.log(run.tally.summary())
     print_table(run, state["history"])
+    run.log(stages.summary())
     run.log(f"streaming took {run_time(state):.1f} s (all of the run's processes); results in {run.save_dir}")
     return 0

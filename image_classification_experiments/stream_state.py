@@ -7,7 +7,8 @@ the run-defining settings; a resume with other values of those is refused. The p
 ``chunk_start`` (the start key of the segment to stream next: ImageNet's first class of the
 chunk, CORe50's stream position) and ``offset`` (items of that segment already streamed).
 ``run_seconds`` is the streaming time of every process of the run up to the save (so the final
-"streaming took" line covers a resumed run whole; it is in the log only, never in a results file).
+"streaming took" line covers a resumed run whole; it is in the log only, never in a results file),
+``stage_seconds`` the same time by stage (``remind.stage_times``).
 States of the previous ImageNet version (no format: the settings under "config", torch's
 generator only) are still read.
 
@@ -50,7 +51,8 @@ def save_state(path, run, model, state, keep=2):
     """The whole run state as a run checkpoint (``keep`` newest versions)."""
     save_run_checkpoint(path, run.kind, run.run_fingerprint, {
         "model": model.state_dict(), "history": state["history"], "chunk_start": state["chunk_start"],
-        "offset": state["offset"], "rng": capture_rng(), "run_seconds": run_time(state)}, keep=keep)
+        "offset": state["offset"], "rng": capture_rng(), "run_seconds": run_time(state),
+        "stage_seconds": dict(state.get("stage_seconds", {}))}, keep=keep)
 
 
 def save_point_state(run, model, state, key):
@@ -97,7 +99,8 @@ def load_state(path, run, model):
     else:
         torch.set_rng_state(saved["torch_rng"])
     return {"history": list(saved["history"]), "chunk_start": int(saved["chunk_start"]),
-            "offset": int(saved["offset"]), "run_seconds": float(saved.get("run_seconds", 0.0))}
+            "offset": int(saved["offset"]), "run_seconds": float(saved.get("run_seconds", 0.0)),
+            "stage_seconds": dict(saved.get("stage_seconds", {}))}
 
 
 def previous_layout(path, model, err):
@@ -128,16 +131,17 @@ def resume_latest(run, model):
 def fresh_state(run):
     """The state right after base initialisation: nothing evaluated, the first segment next."""
     start = run.segments[0].start if run.segments else run.end
-    return {"history": [], "chunk_start": start, "offset": 0, "run_seconds": 0.0}
+    return {"history": [], "chunk_start": start, "offset": 0, "run_seconds": 0.0, "stage_seconds": {}}
 
 
 class CheckpointClock:
     """When to save checkpoints/latest.pt inside a segment: every --checkpoint_interval steps, after
     --checkpoint_interval_min minutes since the last save, and at --stop_after_steps (then stop).
-    ``run``: anything with those three settings (and what ``save_latest`` needs)."""
+    ``run``: anything with those three settings (and what ``save_latest`` needs); ``stages``: a
+    ``StageTimes`` the saves are charged to, or None."""
 
-    def __init__(self, run, now=time.monotonic):
-        self.run, self.now = run, now
+    def __init__(self, run, now=time.monotonic, stages=None):
+        self.run, self.now, self.stages = run, now, stages
         self.last_save = now()
 
     def after_step(self, model, state):
@@ -148,6 +152,7 @@ class CheckpointClock:
         due = due or (run.checkpoint_interval_min > 0
                       and self.now() - self.last_save >= 60 * run.checkpoint_interval_min)
         if stop or due:
-            save_latest(run, model, state)
+            with self.stages("outputs and checkpoints") if self.stages else contextlib.nullcontext():
+                save_latest(run, model, state)
             self.last_save = self.now()
         return stop

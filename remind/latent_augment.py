@@ -97,38 +97,42 @@ def _crop_taps(top, left, h, w, height, width):
     return rows.reshape(n, height * width, 4), weights.reshape(n, height * width, 4)
 
 
-def _weighted_rows(x, rows, weights, n_out):
-    """Contiguous NCHW [n_out, C, H, W] whose position b (map-major) is sum_t weights[b, t] * x at
-    position rows[b, t], for x [n, C, H, W] in any layout (a channels-last one is read in place)."""
+def _weighted_rows(x, rows, weights, n_out, memory_format=torch.contiguous_format):
+    """[n_out, C, H, W] whose position b (map-major) is sum_t weights[b, t] * x at position
+    rows[b, t], for x [n, C, H, W] in any layout (a channels-last one is read in place).
+
+    The sums come out channels-last (one row of C per position): ``torch.channels_last`` returns
+    them as they are, ``torch.contiguous_format`` copies them to NCHW."""
     n, c, height, width = x.shape
     table = x.permute(0, 2, 3, 1).reshape(n * height * width, c)  # rows of C; a view if channels-last
     out = nnf.embedding_bag(rows, table, mode="sum", per_sample_weights=weights.to(x.dtype))
-    return out.view(n_out, height * width, c).transpose(1, 2).contiguous().view(n_out, c, height, width)
+    return out.view(n_out, height, width, c).permute(0, 3, 1, 2).contiguous(memory_format=memory_format)
 
 
-def resized_crop(x, top, left, h, w):
+def resized_crop(x, top, left, h, w, memory_format=torch.contiguous_format):
     """Crop each map of x [n, C, H, W] to its box and resize it back to H x W (bilinear).
 
     x may be any strided view; channels-last maps (e.g. decoded codes viewed as NCHW) are read
-    without a copy. The result is contiguous NCHW.
+    without a copy. The result is contiguous in ``memory_format``.
     """
     n, _, height, width = x.shape
     rows, weights = _crop_taps(top, left, h, w, height, width)
-    return _weighted_rows(x, rows.view(-1, 4), weights.view(-1, 4), n)
+    return _weighted_rows(x, rows.view(-1, 4), weights.view(-1, 4), n, memory_format)
 
 
-def random_resized_crop(x, scale=(2 / 7, 1.0), ratio=(3 / 4, 4 / 3), generator=None):
+def random_resized_crop(x, scale=(2 / 7, 1.0), ratio=(3 / 4, 4 / 3), generator=None,
+                        memory_format=torch.contiguous_format):
     """Independent random resized crop of every feature map in x [n, C, H, W]."""
     top, left, h, w = sample_crop_boxes(x.shape[0], x.shape[2], x.shape[3], scale, ratio,
                                         generator=generator, device=x.device)
-    return resized_crop(x, top, left, h, w)
+    return resized_crop(x, top, left, h, w, memory_format)
 
 
 def random_resized_crop_and_mix(x, lam, keep=1, scale=(2 / 7, 1.0), ratio=(3 / 4, 4 / 3),
-                                generator=None):
+                                generator=None, memory_format=torch.contiguous_format):
     """Crop every map like random_resized_crop (same boxes, same random draws), then keep the first
-    ``keep`` maps as they are and mix the rest pairwise like mixup_pairs: returns the contiguous
-    batch [crops[:keep], lam * crops[a] + (1 - lam) * crops[b]] of keep + (n - keep) // 2 maps.
+    ``keep`` maps as they are and mix the rest pairwise like mixup_pairs: returns the batch
+    (contiguous in ``memory_format``) [crops[:keep], lam * crops[a] + (1 - lam) * crops[b]] of keep + (n - keep) // 2 maps.
 
     The mixing weights scale the crop taps, so each mixed position is one weighted sum of the
     eight taps of its pair (the kept maps' four taps are padded with four of weight 0): no crop
@@ -142,7 +146,7 @@ def random_resized_crop_and_mix(x, lam, keep=1, scale=(2 / 7, 1.0), ratio=(3 / 4
     rows = torch.cat([rows[:keep].repeat(1, 1, 2), torch.cat([rows[a], rows[b]], -1)])
     weights = torch.cat([torch.cat([weights[:keep], torch.zeros_like(weights[:keep])], -1),
                          torch.cat([lam * weights[a], (1.0 - lam) * weights[b]], -1)])
-    return _weighted_rows(x, rows.view(-1, 8), weights.view(-1, 8), keep + half)
+    return _weighted_rows(x, rows.view(-1, 8), weights.view(-1, 8), keep + half, memory_format)
 
 
 def mixup_pairs(x, labels, lam):
@@ -156,23 +160,25 @@ def mixup_pairs(x, labels, lam):
 
 
 def augment_replay_batch(x, labels, lam=None, crops=True, scale=(2 / 7, 1.0), ratio=(3 / 4, 4 / 3),
-                         generator=None, keep=1):
+                         generator=None, keep=1, memory_format=torch.contiguous_format):
     """The streaming step's latent augmentation of [new maps, replayed maps].
 
     Every map is cropped (``crops``); then, when ``lam`` is given, the maps after the first
     ``keep`` (the new sample, never mixed) are mixed pairwise as in ``mixup_pairs``. Returns the
-    contiguous batch and its labels: (x, labels_a, labels_b), labels_b None without mixing.
+    batch, contiguous in ``memory_format`` (F's), and its labels: (x, labels_a, labels_b),
+    labels_b None without mixing.
     """
     if lam is None:
         if crops:
-            x = random_resized_crop(x, scale, ratio, generator=generator)
-        return x.contiguous(), labels, None
+            x = random_resized_crop(x, scale, ratio, generator=generator, memory_format=memory_format)
+        return x.contiguous(memory_format=memory_format), labels, None
     if crops:
-        x = random_resized_crop_and_mix(x, lam, keep, scale, ratio, generator=generator)
+        x = random_resized_crop_and_mix(x, lam, keep, scale, ratio, generator=generator,
+                                        memory_format=memory_format)
     else:
         x = torch.cat([x[:keep], mixup_pairs(x[keep:], labels[keep:], lam)[0]])
     half = (len(labels) - keep) // 2
     labels_a = torch.cat([labels[:keep], labels[keep:keep + half]])
     labels_b = torch.cat([labels[:keep], labels[keep + half:keep + 2 * half]])
-    return x.contiguous(), labels_a, labels_b
+    return x.contiguous(memory_format=memory_format), labels_a, labels_b
 

@@ -32,6 +32,9 @@ class StreamingConfig:
     samples_per_class: int = 1300
     momentum: float = 0.9
     weight_decay: float = 1e-5
+    # G and F in channels-last memory order (same math, other rounding): on the CPU it pays for
+    # 7 x 7 maps and costs for 2 x 2 ones (docs/performance.md).
+    channels_last: bool = False
 
     def __post_init__(self):
         if self.num_replay < 0:
@@ -46,8 +49,9 @@ class REMINDModel:
         self.device = torch.device(device)
         self.config = config or StreamingConfig()
         self.num_classes = int(num_classes)
-        self.g = None if g is None else g.to(self.device).eval()
-        self.f = f.to(self.device).train()
+        self.memory_format = torch.channels_last if self.config.channels_last else torch.contiguous_format
+        self.g = None if g is None else g.to(self.device, memory_format=self.memory_format).eval()
+        self.f = f.to(self.device, memory_format=self.memory_format).train()
         self.quantizer = quantizer.to(self.device)
         if buffer.device != self.device:
             raise ValueError(f"the replay buffer lives on {buffer.device}, the model on {self.device}")
@@ -77,7 +81,8 @@ class REMINDModel:
         """Images -> G's feature maps -> PQ codes [N, H, W, M], on the model's device."""
         if self.g is None:
             raise RuntimeError("this REMINDModel was built without G; pass codes instead of images")
-        return self.quantizer.encode_maps(self.g(images.to(self.device, non_blocking=True)))
+        return self.quantizer.encode_maps(self.g(images.to(self.device, non_blocking=True,
+                                                           memory_format=self.memory_format)))
 
     # ---------------------------------------------------------------------- streaming
     def lr_for(self, label):
@@ -106,7 +111,8 @@ class REMINDModel:
         if cfg.mixup and len(labels) >= 3:
             lam = float(self._mix_rng.beta(cfg.mixup_alpha, cfg.mixup_alpha)) if cfg.mixup_alpha > 0 else 1.0
         x, labels, labels_b = augment_replay_batch(inputs[0], labels, lam, cfg.latent_crops, cfg.crop_scale,
-                                                   cfg.crop_ratio, generator=self._aug_gen)
+                                                   cfg.crop_ratio, generator=self._aug_gen,
+                                                   memory_format=self.memory_format)
         return (x,), labels, labels_b, lam
 
     def fit_sample(self, codes, label, item_id):
@@ -138,7 +144,7 @@ class REMINDModel:
         probs = []
         try:
             for s in range(0, len(codes), batch_size):
-                x = self.quantizer.decode_maps(codes[s:s + batch_size].to(self.device))
+                x = self.quantizer.decode_maps(codes[s:s + batch_size].to(self.device), self.memory_format)
                 probs.append(torch.softmax(self.f(x), dim=1).cpu())
         finally:
             self.f.train(was_training)

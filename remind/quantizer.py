@@ -34,9 +34,10 @@ class MapCodec:
         """[N, C, H, W] feature maps -> [N, H, W, M] codes."""
         return self.encode(maps.permute(0, 2, 3, 1))
 
-    def decode_maps(self, codes):
-        """[N, H, W, M] codes -> [N, C, H, W] float32 feature maps (contiguous)."""
-        return self.decode(codes).permute(0, 3, 1, 2).contiguous()
+    def decode_maps(self, codes, memory_format=torch.contiguous_format):
+        """[N, H, W, M] codes -> [N, C, H, W] float32 feature maps, contiguous in ``memory_format``
+        (channels-last is the decode's own order: no copy)."""
+        return self.decode(codes).permute(0, 3, 1, 2).contiguous(memory_format=memory_format)
 
 
 class ProductQuantizer(MapCodec):

@@ -83,3 +83,16 @@ def test_augment_replay_batch_never_mixes_the_new_sample(crops):
     if not crops:
         torch.testing.assert_close(out[0], x[0])
         torch.testing.assert_close(out[1:], 0.3 * x[1:4] + 0.7 * x[4:7])
+
+
+@pytest.mark.parametrize("lam", [None, 0.3])
+@pytest.mark.parametrize("crops", [False, True])
+def test_channels_last_output_has_the_same_values_without_a_copy_to_nchw(crops, lam):
+    from remind.latent_augment import augment_replay_batch
+
+    x = torch.randn(7, 8, 5, 5).permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # as decoded
+    y = torch.arange(7)
+    outs = [augment_replay_batch(x, y, lam, crops, generator=torch.Generator().manual_seed(1), memory_format=fmt)[0]
+            for fmt in (torch.contiguous_format, torch.channels_last)]
+    assert outs[0].is_contiguous() and outs[1].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(outs[0], outs[1])

@@ -107,3 +107,20 @@ def test_buffer_cap_and_label_checks(quantizer):
     assert sorted(model.buffer.class_counts()) == [0, 1, 2, 3]  # older classes shrink, none vanishes
     with pytest.raises(ValueError, match="label 9"):
         model.fit_sample(torch.zeros(2, 2, 32, dtype=torch.uint8), 9, 0)
+
+
+def test_channels_last_runs_the_same_step_in_another_memory_order(quantizer):
+    """Same draws, same math: the losses and weights agree to float rounding, and F sees
+    channels-last inputs without a copy to NCHW."""
+    a, b = make_model(quantizer, seed=5), make_model(quantizer, seed=5, channels_last=True)
+    assert b.f.get_parameter("layer4.1.conv1.weight").is_contiguous(memory_format=torch.channels_last)
+    seen = []
+    b.f.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].is_contiguous(memory_format=torch.channels_last)))
+    la, lb = stream(a, quantizer, 6), stream(b, quantizer, 6)
+    assert seen and all(seen)
+    np.testing.assert_allclose(la, lb, rtol=1e-3, atol=1e-4)
+    for (k, va), vb in zip(a.f.state_dict().items(), b.f.state_dict().values()):
+        torch.testing.assert_close(va, vb, rtol=1e-3, atol=1e-4, msg=k)
+    xt, _ = synthetic_maps(5, seed=99)
+    codes = quantizer.encode_maps(xt)
+    torch.testing.assert_close(a.predict_codes(codes), b.predict_codes(codes), rtol=1e-3, atol=1e-4)

@@ -249,3 +249,18 @@ def test_extract_corrupt_image_error_and_skip(ws, tmp_path):
 
     # Never "up to date" while images were left out: the files may have been fixed since.
     assert extract_features.reusable(str(out), fp) == (False, "it left out 1 unreadable image(s)")
+
+
+def test_mixed_precision_and_channels_last_train_on_the_cpu(ws):
+    """--amp on the CPU is bfloat16 autocast (no grad scaler); --channels_last changes only the
+    memory order: the checkpoint is an ordinary float32 torchvision state_dict."""
+    save = ws["root"] / "run_amp"
+    proc = train(ws, save, "--epochs", 1, "--amp", "--channels_last")
+    icf.assert_ok(proc)
+    assert "needs CUDA" not in proc.stdout
+    best = torch.load(save / f"best_{CKPT}", weights_only=True)
+    assert all(v.dtype in (torch.float32, torch.int64) for v in best["state_dict"].values())
+    from torchvision.models import resnet18
+
+    resnet18(num_classes=4).load_state_dict(best["state_dict"])
+    assert torch.load(save / CKPT, weights_only=True)["scaler"] is None  # bfloat16 needs no scaling

@@ -71,6 +71,20 @@ def test_outputs_of_a_complete_run(prepared):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert "classes_seen" in prepared["stdout"]
     assert not [n for n in os.listdir(full) if n.endswith(".tmp")]
+    with open(os.path.join(full, "log.txt")) as f:
+        stages = [line for line in f if "stage times:" in line]
+    assert len(stages) == 1
+    for name in ("stream images (load, G, PQ)", "streaming steps", "evaluation", "outputs and checkpoints"):
+        assert name in stages[0], name
+
+
+def test_channels_last_flag_streams_in_that_memory_order(prepared):
+    save = str(prepared["root"] / "channels_last")
+    assert_ok(run_main("imagenet_experiment.py", *prepared["common"], "--save_dir", save, "--channels_last"))
+    evals, full = read_results(save)["evaluations"], read_results(prepared["full"])["evaluations"]
+    assert [r["max_class"] for r in evals] == [r["max_class"] for r in full]
+    with open(os.path.join(save, "config.json")) as f:
+        assert json.load(f)["channels_last"] is True
 
 
 def test_resume_after_an_interruption_equals_the_uninterrupted_run(prepared):
