@@ -6,6 +6,13 @@ up to 959,665 ids), and encodes/decodes with faiss on host arrays. Each comparis
 that approach at the benchmark's shape and times it against the equivalent call of this project.
 Each returns rows {what, reference, ours, ref_s, ours_s}; a comparison's data lives in its own
 function, so the large reference structures are freed before the next one is built.
+
+The crop rows feed both sides what the real steps crop: decoded maps in channels-last memory
+viewed as NCHW (ours: ``quantizer.decode(codes).permute(0, 3, 1, 2)``; the reference: its faiss
+decode, reshaped to N, H, W, C and transposed), not a contiguous NCHW batch.
+
+The whole per-sample step the reference takes, built from these pieces, is
+``benchmarks.reference_stream.ReferenceStep``.
 """
 import collections
 import itertools
@@ -50,7 +57,7 @@ def bench_crops(gen, aug_gen, reps, sync, device):
     """Per-tensor interpolate vs the batched crop (51 and 101 maps), then crops + mixup of 101."""
     rows = []
     for n in (1 + NUM_REPLAY, 1 + 2 * NUM_REPLAY):
-        x = torch.rand(n, C, H, W, generator=gen).to(device)
+        x = torch.rand(n, H, W, C, generator=gen).to(device).permute(0, 3, 1, 2)  # channels-last, as decoded
         ref = time_median(lambda: reference_crops(x), reps, sync)
         ours = time_median(lambda: random_resized_crop(x, generator=aug_gen), reps, sync)
         rows.append({"what": f"latent crops, {n} maps", "reference": f"{n} x F.interpolate",
@@ -152,16 +159,19 @@ def bench_gather(buffer, new_codes, seed, reps, sync, device):
 
 # ------------------------------------------------------------------------------ eviction
 class ReferenceBookkeeping:
-    """The reference's eviction bookkeeping at its ImageNet cap: a list of all ids, a list of ids
-    per class and a dict of items; one Python RNG for its choices."""
+    """The reference's buffer bookkeeping: a list of all ids (``rehearsal_ixs``), a list of ids per
+    class and a dict of items keyed by id; one Python RNG for its choices. Item i (id i) has class
+    ``labels[i]`` (default: uniform over the 1000 classes) and value ``store[i]`` (default None)."""
 
-    def __init__(self, n, seed):
+    def __init__(self, n, seed, labels=None, store=None):
         self.n = n
         self.ids = list(range(n))
+        if labels is None:
+            labels = np.random.default_rng(seed).integers(0, NUM_CLASSES, n).tolist()
         self.class_lists = collections.defaultdict(list)
-        for i, c in enumerate(np.random.default_rng(seed).integers(0, NUM_CLASSES, n).tolist()):
+        for i, c in enumerate(labels):
             self.class_lists[c].append(i)
-        self.store = dict.fromkeys(self.ids)
+        self.store = dict.fromkeys(self.ids) if store is None else store
         self.rng = random.Random(seed)
         self.next_id = n
 
@@ -172,19 +182,25 @@ class ReferenceBookkeeping:
         ids.append(self.next_id)
         self.next_id += 1
 
-    def evict(self):
-        """Add an item, then evict a random item of the largest class (found by a max over classes)."""
-        new_id, y = self.next_id, self.rng.randrange(NUM_CLASSES)
-        self.next_id += 1
-        self.ids.append(new_id)
-        self.store[new_id] = None
+    def add(self, item_id, label, value=None):
+        """The reference's add to a full buffer: the item joins the id list, the dict and its class's
+        list; then a random item of the largest class (found by a max over classes) leaves all three,
+        by ``list.remove`` from the two lists."""
+        self.ids.append(item_id)
+        self.store[item_id] = value
         class_lists = self.class_lists
-        class_lists[y].append(new_id)
+        class_lists[label].append(item_id)
         max_key = max(class_lists, key=lambda c: len(class_lists[c]))
         victim = self.rng.choice(class_lists[max_key])
         class_lists[max_key].remove(victim)
         self.store.pop(victim)
         self.ids.remove(victim)
+
+    def evict(self):
+        """Add an item of a random class with the next id (evicting as ``add``)."""
+        new_id, y = self.next_id, self.rng.randrange(NUM_CLASSES)
+        self.next_id += 1
+        self.add(new_id, y)
 
 
 def _reference_eviction_rows(seed, reps, sync):

@@ -1,5 +1,5 @@
-"""The benchmark's printed tables: the step stage by stage per buffer size, the targets, and the
-reference approach vs ours."""
+"""The benchmark's printed tables: the step stage by stage per buffer size, the targets, the
+reference approach vs ours by operation, and a whole streamed class on both sides."""
 from benchmarks.step_shape import (C, H, KSUB, M, MAX_MEMORY_RATIO, MAX_NON_F_FRACTION, MAX_SAMPLE_EVICT_RATIO,
                                    NUM_CLASSES, NUM_REPLAY, STAGES, W)
 
@@ -93,11 +93,30 @@ def _print_reference(res):
           f"{res['ref_dict_build_s']:.1f} s)")
 
 
+def _print_class_stream(cs):
+    """Wall time of one streamed class per side, samples/s and their ratio, per map size."""
+    print(f"\nwhole streamed class, ours (fit_sample) vs the reference's step, same run\n"
+          f"({cs['buffer']:,}-item full buffers, {cs['warmup']} warm-up samples per side, sides taking turns "
+          f"every {cs['block']} samples; ratio > 1: ours streams faster)")
+    head = (f"{'maps':<8}{'samples':>8}{'ours (s)':>11}{'reference (s)':>15}{'ours (1/s)':>12}"
+            f"{'reference (1/s)':>17}{'ours / reference':>18}")
+    print(head)
+    print("-" * len(head))
+    for r in cs["rows"]:
+        print(f"{r['map']}x{r['map']:<6}{r['samples']:>8}{r['ours_s']:>11.2f}{r['ref_s']:>15.2f}"
+              f"{r['ours_sps']:>12.2f}{r['ref_sps']:>17.2f}{r['ratio']:>17.2f}x")
+    pr = cs["projection"]
+    print(f"projected full ImageNet stream ({pr['samples']:,} samples, {pr['map']}x{pr['map']} rates): "
+          f"{pr['ours_h']:.1f} h ours, {pr['ref_h']:.1f} h reference")
+
+
 def print_report(res):
     _print_header(res)
     _print_stage_table(res["per_size"])
     _print_targets(res)
     _print_reference(res)
+    if "class_stream" in res:
+        _print_class_stream(res["class_stream"])
     info = res["machine"]
     print(f"\nwall time {res['wall_s']:.0f} s. Shared 2-core machine: expect about +-15% run to run.")
     busy = max(res["load_before"][0], res["load_after"][0])

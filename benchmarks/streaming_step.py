@@ -19,10 +19,14 @@ Also: buffer.sample(100) + buffer.add on a full buffer (interleaved across sizes
 noise of a shared CPU hits every size alike), buffer memory vs the raw code bytes, and, measured
 here, what the reference code's approach costs where it differs (benchmarks/reference_step.py:
 per-tensor crops, a dict of per-item arrays, list.remove on a 959,665-item list).
+Last, a whole streamed class at 2 x 2 and 7 x 7 maps through fit_sample and through the reference's
+step (benchmarks/class_stream.py, benchmarks/reference_stream.py): samples per second of each, their
+ratio, and the projected wall time of the full ImageNet stream from the 7 x 7 rates.
 
     python benchmarks/streaming_step.py                # the default run (make bench)
     python benchmarks/streaming_step.py --quick        # smoke run: tiny sizes, a few steps
     python benchmarks/streaming_step.py --json out.json --sizes 10000,100000 --steps 10
+    python benchmarks/streaming_step.py --device cuda --class-samples 300,100
 """
 import argparse
 import sys
@@ -30,6 +34,7 @@ import time
 
 import torch
 
+from benchmarks.class_stream import CLASS_MAP_SIZES, compare_class_stream
 from benchmarks.measure import (StageTimer, device_sync, faiss_threads, load_average, machine_info, median,
                                 pin_threads, rss_bytes)
 from benchmarks.reference_step import bench_reference
@@ -56,17 +61,33 @@ def parse_args(argv=None):
     p.add_argument("--evict-iters", type=int, default=3000,
                    help="sample+evict iterations per size (interleaved in blocks)")
     p.add_argument("--ref-reps", type=int, default=30, help="repetitions of the reference comparisons")
+    p.add_argument("--class-samples", default="100,20",
+                   help="samples of the streamed class in the class comparison: one number, or one per "
+                        "map size (2x2,7x7)")
+    p.add_argument("--class-buffer", type=int, default=None,
+                   help="buffer size of the class comparison (default: the smallest of --sizes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: sizes 2000,5000, 1 step after 1 warm-up, short comparisons")
+                   help="smoke run: sizes 2000,5000, 1 step after 1 warm-up, short comparisons, "
+                        "3 class samples")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = p.parse_args(argv)
     if args.quick:
         args.sizes, args.steps, args.warmup = "2000,5000", 1, 1
-        args.evict_iters, args.ref_reps = 200, 3
+        args.evict_iters, args.ref_reps, args.class_samples = 200, 3, "3"
     args.sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
     if not args.sizes or min(args.sizes) < 2 * NUM_REPLAY:
         p.error(f"every size must be at least {2 * NUM_REPLAY} (the replay draw)")
+    counts = [int(s) for s in args.class_samples.split(",") if s.strip()]
+    if len(counts) == 1:
+        counts *= len(CLASS_MAP_SIZES)
+    if len(counts) != len(CLASS_MAP_SIZES) or min(counts) < 1:
+        p.error(f"--class-samples: one positive number or {len(CLASS_MAP_SIZES)} (one per map size)")
+    args.class_samples = dict(zip(CLASS_MAP_SIZES, counts))
+    if args.class_buffer is None:
+        args.class_buffer = args.sizes[0]
+    if args.class_buffer < 2 * NUM_REPLAY:
+        p.error(f"--class-buffer must be at least {2 * NUM_REPLAY} (the replay draw)")
     if args.steps < 1 or args.warmup < 0:
         p.error("--steps must be >= 1 and --warmup >= 0")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -220,6 +241,9 @@ def main(argv=None):
         ref_rows, build_s = bench_reference(args.seed, device, model, buffers[args.sizes[-1]], args.ref_reps)
     res["reference_threads"] = threads or args.threads
     res["reference"], res["ref_dict_build_s"] = ref_rows, build_s
+    del model, buffers  # free the largest buffer before the class comparison builds its own
+
+    res["class_stream"] = compare_class_stream(args.class_samples, args.class_buffer, args.seed, device)
 
     res["per_size"] = per_size
     judge_targets(res, per_size)

@@ -19,7 +19,8 @@ def test_quick_benchmark_prints_the_tables(tmp_path):
                    "augment (crop + mixup)", "F fwd + bwd + step", "buffer add (+ evict)",
                    "total step", "non-F share", "sample(100)+add (us)", "memory ratio",
                    "sample+evict 5k vs 2k", "reference approach vs ours",
-                   "latent crops, 51 maps", "latent crops, 101 maps", "list.remove on a 959,665-item list"):
+                   "latent crops, 51 maps", "latent crops, 101 maps", "list.remove on a 959,665-item list",
+                   "whole streamed class", "2x2", "7x7", "projected full ImageNet stream (1,153,050 samples"):
         assert needle in out, f"{needle!r} missing from the benchmark output:\n{out}"
     res = json.loads(out_json.read_text())
     assert [e["size"] for e in res["per_size"]] == [2000, 5000]
@@ -28,6 +29,10 @@ def test_quick_benchmark_prints_the_tables(tmp_path):
         assert med["update_f"] > 0 and med["total"] >= med["update_f"]
         assert e["memory_ratio"] >= 1.0
     assert {r["what"] for r in res["reference"]} >= {"latent crops, 51 maps", "latent crops, 101 maps"}
+    cs = res["class_stream"]
+    assert [r["map"] for r in cs["rows"]] == [2, 7] and cs["buffer"] == 2000
+    assert all(r["samples"] == 3 and r["ours_sps"] > 0 and r["ref_sps"] > 0 for r in cs["rows"])
+    assert cs["projection"]["ours_h"] > 0 and cs["projection"]["ref_h"] > 0
 
 
 def test_reference_bookkeeping_keeps_its_lists_consistent():
