@@ -33,7 +33,7 @@ CLASS_WARMUP = 2  # unmeasured samples per side and map size
 STREAMED_CLASS, WARMUP_CLASS = NUM_CLASSES - 1, NUM_CLASSES - 2
 
 
-def _build_sides(map_size, buffer_size, seed, device):
+def _build_sides(map_size, buffer_size, seed, device, channels_last=False):
     """(ours, reference): the two sides on identical copies of one seeded F, one quantizer, one full
     buffer (the reference copies its items into its dict before ours adds to it)."""
     torch.manual_seed(seed)
@@ -41,7 +41,7 @@ def _build_sides(map_size, buffer_size, seed, device):
     pq = make_quantizer(device, seed)
     buf = fill_buffer(buffer_size, device, seed + buffer_size, map_size=map_size)
     ref = ReferenceStep(copy.deepcopy(f), pq, buf, device, seed)
-    config = StreamingConfig(num_replay=NUM_REPLAY, mixup=True)
+    config = StreamingConfig(num_replay=NUM_REPLAY, mixup=True, channels_last=channels_last)
     ours = REMINDModel(None, copy.deepcopy(f), pq, buf, NUM_CLASSES, config, device=device, seed=seed)
     return ours, ref
 
@@ -53,11 +53,11 @@ def _ours_step(model):
     return step
 
 
-def stream_one_size(map_size, samples, buffer_size, seed, device, warmup=CLASS_WARMUP):
+def stream_one_size(map_size, samples, buffer_size, seed, device, warmup=CLASS_WARMUP, channels_last=False):
     """Warm-up, then ``samples`` new samples of one class through each side, interleaved in blocks.
     Returns the row {map, samples, buffer, ours_s, ref_s, ours_sps, ref_sps, ratio}."""
     sync = device_sync(device)
-    ours, ref = _build_sides(map_size, buffer_size, seed, device)
+    ours, ref = _build_sides(map_size, buffer_size, seed, device, channels_last)
     gen = torch.Generator().manual_seed(seed + 17 + map_size)
     maps = torch.rand(warmup + samples, C, map_size, map_size, generator=gen).to(device)
     steps = {"ours": _ours_step(ours), "reference": ref}
@@ -84,13 +84,15 @@ def stream_one_size(map_size, samples, buffer_size, seed, device, warmup=CLASS_W
 
 
 def compare_class_stream(samples_per_size, buffer_size, seed, device, map_sizes=CLASS_MAP_SIZES,
-                         warmup=CLASS_WARMUP):
+                         warmup=CLASS_WARMUP, channels_last=False):
     """Rows for every map size and the projected ImageNet stream time from the 7 x 7 (or largest) row.
-    ``samples_per_size``: {map size: samples of the streamed class}."""
+    ``samples_per_size``: {map size: samples of the streamed class}; ``channels_last``: our side's
+    memory order (the reference's F is NCHW, as it was)."""
     rows = []
     for map_size in map_sizes:
         t0 = time.perf_counter()
-        rows.append(stream_one_size(map_size, samples_per_size[map_size], buffer_size, seed, device, warmup))
+        rows.append(stream_one_size(map_size, samples_per_size[map_size], buffer_size, seed, device, warmup,
+                                    channels_last))
         print(f"streamed a class of {samples_per_size[map_size]} at {map_size}x{map_size} on both sides in "
               f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     big = max(rows, key=lambda r: r["map"])
@@ -98,4 +100,4 @@ def compare_class_stream(samples_per_size, buffer_size, seed, device, map_sizes=
                   "ours_h": IMAGENET_STREAM_SAMPLES / big["ours_sps"] / 3600,
                   "ref_h": IMAGENET_STREAM_SAMPLES / big["ref_sps"] / 3600}
     return {"buffer": buffer_size, "warmup": warmup, "block": CLASS_BLOCK, "rows": rows,
-            "projection": projection}
+            "projection": projection, "channels_last": channels_last}

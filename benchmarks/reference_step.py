@@ -44,8 +44,9 @@ def _ref_crop_params(height, width, scale, ratio):
 
 
 def reference_crops(x, scale=(2 / 7, 1.0), ratio=(3 / 4, 4 / 3)):
-    """One crop + F.interpolate call per tensor, written into a new batch (the reference's loop)."""
-    out = torch.empty_like(x)
+    """One crop + F.interpolate call per tensor, written into a new NCHW batch (the reference's loop;
+    its F took NCHW)."""
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     for i in range(x.shape[0]):
         top, left, h, w = _ref_crop_params(x.shape[2], x.shape[3], scale, ratio)
         out[i] = nnf.interpolate(x[i:i + 1, :, top:top + h, left:left + w], size=(x.shape[2], x.shape[3]),
@@ -53,15 +54,18 @@ def reference_crops(x, scale=(2 / 7, 1.0), ratio=(3 / 4, 4 / 3)):
     return out
 
 
-def bench_crops(gen, aug_gen, reps, sync, device):
-    """Per-tensor interpolate vs the batched crop (51 and 101 maps), then crops + mixup of 101."""
-    rows = []
+def bench_crops(gen, aug_gen, reps, sync, device, memory_format=torch.contiguous_format):
+    """Per-tensor interpolate vs the batched crop (51 and 101 maps), then crops + mixup of 101.
+    Ours writes the memory order its F takes (``memory_format``: NCHW, or channels-last without
+    the transposing copy); the reference writes NCHW."""
+    rows, order = [], "channels-last" if memory_format == torch.channels_last else "NCHW"
     for n in (1 + NUM_REPLAY, 1 + 2 * NUM_REPLAY):
         x = torch.rand(n, H, W, C, generator=gen).to(device).permute(0, 3, 1, 2)  # channels-last, as decoded
         ref = time_median(lambda: reference_crops(x), reps, sync)
-        ours = time_median(lambda: random_resized_crop(x, generator=aug_gen), reps, sync)
+        ours = time_median(lambda: random_resized_crop(x, generator=aug_gen, memory_format=memory_format),
+                           reps, sync)
         rows.append({"what": f"latent crops, {n} maps", "reference": f"{n} x F.interpolate",
-                     "ours": "batched crop", "ref_s": ref, "ours_s": ours})
+                     "ours": f"batched crop, {order} out", "ref_s": ref, "ours_s": ours})
     # The whole augment stage: crops of 1 + 100 maps, then mixup of the 100 into 50, batch of 51.
     lam = 0.3
 
@@ -73,9 +77,10 @@ def bench_crops(gen, aug_gen, reps, sync, device):
         return out
 
     rows.append({"what": f"crops + mixup, {n} maps -> {1 + NUM_REPLAY}",
-                 "reference": f"{n} x F.interpolate, then mix", "ours": "crop and mix, fused",
+                 "reference": f"{n} x F.interpolate, then mix", "ours": f"crop and mix, fused, {order} out",
                  "ref_s": time_median(ref_crop_mix, reps, sync),
-                 "ours_s": time_median(lambda: random_resized_crop_and_mix(x, lam, 1, generator=aug_gen),
+                 "ours_s": time_median(lambda: random_resized_crop_and_mix(x, lam, 1, generator=aug_gen,
+                                                                           memory_format=memory_format),
                                        reps, sync)})
     return rows
 
@@ -266,7 +271,7 @@ def bench_reference(seed, device, model, big_buffer, reps):
     sync = device_sync(device)
     gen = torch.Generator().manual_seed(seed + 13)
     random.seed(seed)
-    rows = bench_crops(gen, model._aug_gen, reps, sync, device)
+    rows = bench_crops(gen, model._aug_gen, reps, sync, device, model.memory_format)
     new_codes = torch.randint(0, 256, (H, W, M), dtype=torch.uint8, generator=gen)
     gather_rows, build_s = bench_gather(big_buffer, new_codes, seed, reps, sync, device)
     rows += gather_rows

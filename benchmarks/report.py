@@ -25,7 +25,7 @@ def _print_header(res):
     info = res["machine"]
     print(f"\nREMIND streaming step benchmark -- {info['cpu']}, {info['cores']} cores, "
           f"{info['threads']} threads, device {info['device']}"
-          + (f" ({info['gpu']})" if "gpu" in info else ""))
+          + (f" ({info['gpu']})" if "gpu" in info else "") + f", F in {res.get('memory_format', 'NCHW')}")
     print(f"torch {info['torch']}, faiss {info.get('faiss', '-')}, numpy {info['numpy']}; "
           f"load average before {res['load_before'][0]:.2f}, after {res['load_after'][0]:.2f}")
     print(f"shape: 1 new + {NUM_REPLAY} mixed pairs from {2 * NUM_REPLAY} replayed, {C}x{H}x{W} maps, "

@@ -54,6 +54,8 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, default=2, help="torch and faiss threads (default 2)")
+    p.add_argument("--channels_last", action="store_true",
+                   help="our F in channels-last memory order (the streaming scripts' --channels_last)")
     p.add_argument("--sizes", default="10000,100000,1000000",
                    help="buffer sizes (= capacities), comma separated")
     p.add_argument("--steps", type=int, default=20, help="measured streaming steps per size")
@@ -189,7 +191,7 @@ def build_f_and_quantizer(args, device):
 
 def stream_every_size(args, device, f, pq, buffers, per_size):
     """The streaming steps on each buffer (one F and quantizer shared); returns the last model."""
-    config = StreamingConfig(num_replay=NUM_REPLAY, mixup=True)
+    config = StreamingConfig(num_replay=NUM_REPLAY, mixup=True, channels_last=args.channels_last)
     timer = StageTimer(device)
     for entry in per_size:
         size = entry["size"]
@@ -219,6 +221,7 @@ def main(argv=None):
     device = torch.device(args.device)
     t_start = time.perf_counter()
     res = {"machine": machine_info(args.threads, args.device), "load_before": load_average(),
+           "memory_format": "channels-last" if args.channels_last else "NCHW",
            "steps": args.steps, "warmup": args.warmup, "ref_reps": args.ref_reps, "sizes": args.sizes}
 
     f, pq = build_f_and_quantizer(args, device)
@@ -243,7 +246,8 @@ def main(argv=None):
     res["reference"], res["ref_dict_build_s"] = ref_rows, build_s
     del model, buffers  # free the largest buffer before the class comparison builds its own
 
-    res["class_stream"] = compare_class_stream(args.class_samples, args.class_buffer, args.seed, device)
+    res["class_stream"] = compare_class_stream(args.class_samples, args.class_buffer, args.seed, device,
+                                               channels_last=args.channels_last)
 
     res["per_size"] = per_size
     judge_targets(res, per_size)
