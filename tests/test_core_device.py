@@ -20,7 +20,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.i
 CAPACITY, CLASSES = 400, 5
 
 
-def build_model(device, num_replay=10):
+def build_model(device, num_replay=10, channels_last=False):
     """A full buffer (every add evicts), PQ codes of 4 x 4 maps, F = ResNet-18 layer4.1 head."""
     g = torch.Generator().manual_seed(0)
     pq = ProductQuantizer.from_state_dict(
@@ -31,7 +31,8 @@ def build_model(device, num_replay=10):
                   torch.randint(0, CLASSES, (CAPACITY,), generator=g), torch.arange(CAPACITY))
     torch.manual_seed(0)
     _, f = build_resnet18_split(num_classes=CLASSES)
-    model = REMINDModel(None, f, pq, buf, CLASSES, StreamingConfig(num_replay=num_replay), device=device, seed=0)
+    config = StreamingConfig(num_replay=num_replay, channels_last=channels_last)
+    model = REMINDModel(None, f, pq, buf, CLASSES, config, device=device, seed=0)
     codes = pq.encode_maps(torch.rand(6, 512, 4, 4, generator=g).to(device))
     return model, codes
 
@@ -80,9 +81,10 @@ class SyncRecorder(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("device", DEVICES)
-def test_step_reads_nothing_back_from_the_device(device, monkeypatch):
-    model, codes = build_model(device)
+def test_step_reads_nothing_back_from_the_device(device, channels_last, monkeypatch):
+    model, codes = build_model(device, channels_last=channels_last)
     model.fit_sample(codes[0], 0, 10_000)  # warm-up: lazy initialisation may synchronise once
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
