@@ -14,7 +14,6 @@ paper's) and 512 x 2 x 2 (the demo's). Only speed is measured here: whether a fa
 the accuracy is a question for whole runs (README, "Runtime").
 """
 import argparse
-import statistics
 import sys
 import time
 
@@ -22,7 +21,7 @@ import torch
 import torch.nn.functional as nnf
 
 import remind  # noqa: F401  (torchvision compatibility shim first)
-from benchmarks.measure import device_sync, load_average, machine_info, pin_threads
+from benchmarks.measure import device_sync, load_average, machine_info, pin_threads, time_median
 from remind.networks import build_resnet18, build_resnet18_split
 
 SETTINGS = [("NCHW", False, False), ("NCHW", False, True), ("channels-last", True, False),
@@ -41,19 +40,6 @@ def parse_args(argv=None):
     if args.quick:
         args.reps = min(args.reps, 2)
     return args
-
-
-def median_time(fn, reps, sync, warmup=2):
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(reps):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
 
 
 def training_call(net, x, y, channels_last, low_precision, device):
@@ -126,7 +112,7 @@ def main(argv=None):
     load_before = load_average()
     rows = []
     for name, build in workloads(args.quick):
-        cells = [median_time(build(cl, lp, device), args.reps, sync) for _, cl, lp in SETTINGS]
+        cells = [time_median(build(cl, lp, device), args.reps, sync) for _, cl, lp in SETTINGS]
         rows.append((name, cells))
         print(f"measured {name}", file=sys.stderr, flush=True)
     print(f"\nmemory order and precision -- {info['cpu']}, {info['threads']} threads, device {args.device}"
