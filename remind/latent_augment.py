@@ -132,7 +132,8 @@ def random_resized_crop_and_mix(x, lam, keep=1, scale=(2 / 7, 1.0), ratio=(3 / 4
                                 generator=None, memory_format=torch.contiguous_format):
     """Crop every map like random_resized_crop (same boxes, same random draws), then keep the first
     ``keep`` maps as they are and mix the rest pairwise like mixup_pairs: returns the batch
-    (contiguous in ``memory_format``) [crops[:keep], lam * crops[a] + (1 - lam) * crops[b]] of keep + (n - keep) // 2 maps.
+    [crops[:keep], lam * crops[a] + (1 - lam) * crops[b]] of keep + (n - keep) // 2 maps,
+    contiguous in ``memory_format``.
 
     The mixing weights scale the crop taps, so each mixed position is one weighted sum of the
     eight taps of its pair (the kept maps' four taps are padded with four of weight 0): no crop
