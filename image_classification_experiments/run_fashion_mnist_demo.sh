@@ -131,11 +131,12 @@ for SEED in $SEEDS; do
   CKPT="$BASE_DIR/best_$CKPT_FILE"
 
   # -------------------------------------------------------------------- 3. features, PQ, codes
-  step "seed $SEED: G's features of the base-init images, product quantizer, codes"
+  step "seed $SEED: G's features of the base-init images"
   "$PYTHON" "$SCRIPT_DIR/extract_features.py" --images_dir "$DATA_DIR" --label_dir "$LABELS_DIR" \
     --classifier_ckpt "$CKPT" --base_init_classes "$BASE_CLASSES" --num_classes "$NUM_CLASSES" \
     --image_size "$IMAGE_SIZE" --max_per_class "$BASE_PER_CLASS" -j "$WORKERS" \
     --save_dir "$BASE_DIR" "${RATIO_ARG[@]}" "${DEVICE_ARG[@]}" "${SPEED_ARG[@]}"
+  step "seed $SEED: product quantizer (faiss) and the base-init codes"
   "$PYTHON" "$SCRIPT_DIR/fit_pq.py" --save_dir "$BASE_DIR" --num_codebooks "$NUM_CODEBOOKS" \
     --codebook_size "$CODEBOOK_SIZE" --seed "$SEED" "${DEVICE_ARG[@]}"
 
