@@ -110,9 +110,18 @@ def _print_class_stream(cs):
           f"{pr['ours_h']:.1f} h ours, {pr['ref_h']:.1f} h reference")
 
 
+def _print_ops(ops):
+    """Operators dispatched per stage of one step (kernel launches on a GPU)."""
+    parts = ", ".join(f"{STAGE_LABELS.get(s, s).split(' (')[0]} {ops[s]}" for s in STAGES + ["other"] if s in ops)
+    print(f"torch operators per step (at least one kernel launch each on a GPU): {parts}; "
+          f"total {sum(ops.values())}")
+
+
 def print_report(res):
     _print_header(res)
     _print_stage_table(res["per_size"])
+    if "ops_per_step" in res:
+        _print_ops(res["ops_per_step"])
     _print_targets(res)
     _print_reference(res)
     if "class_stream" in res:

@@ -35,6 +35,7 @@ import time
 import torch
 
 from benchmarks.class_stream import CLASS_MAP_SIZES, compare_class_stream
+from benchmarks.op_count import count_step_ops
 from benchmarks.measure import (StageTimer, device_sync, faiss_threads, load_average, machine_info, median,
                                 pin_threads, rss_bytes)
 from benchmarks.reference_step import bench_reference
@@ -227,6 +228,7 @@ def main(argv=None):
     f, pq = build_f_and_quantizer(args, device)
     buffers, per_size = fill_buffers(args, device)
     model = stream_every_size(args, device, f, pq, buffers, per_size)
+    res["ops_per_step"] = count_step_ops(model, torch.rand(1, C, H, W).to(device), 0, 10 ** 9)
 
     se = bench_sample_evict(buffers, args.evict_iters, args.seed, device)
     for entry in per_size:

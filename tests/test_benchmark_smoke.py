@@ -33,6 +33,10 @@ def test_quick_benchmark_prints_the_tables(tmp_path):
     assert [r["map"] for r in cs["rows"]] == [2, 7] and cs["buffer"] == 2000
     assert all(r["samples"] == 3 and r["ours_sps"] > 0 and r["ref_sps"] > 0 for r in cs["rows"])
     assert cs["projection"]["ours_h"] > 0 and cs["projection"]["ref_h"] > 0
+    ops = res["ops_per_step"]  # operators dispatched by one step, per stage
+    assert "torch operators per step" in out
+    assert set(ops) >= {"encode", "sample", "decode", "augment", "update_f", "buffer_add"}
+    assert ops["update_f"] > ops["decode"] > 0
 
 
 def test_reference_bookkeeping_keeps_its_lists_consistent():
